@@ -1,0 +1,275 @@
+//! A throwaway Redis server without persistence, as an owned child process, plus the faults
+//! tests inject into it (crash, hang).
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, TryLockError};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+
+use crate::Error;
+use crate::process::{self, LogFile};
+
+const SERVER: &str = "Redis";
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const CLI_TIMEOUT: Duration = Duration::from_secs(10);
+const PORT_ATTEMPTS: u32 = 5;
+
+/// How to configure a [`RedisServer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `--maxmemory`, e.g. `"64mb"`.
+    pub maxmemory: String,
+    /// `--maxmemory-policy`, e.g. `"allkeys-lru"`.
+    pub policy: String,
+    /// `--requirepass`; also used by [`RedisServer::cli`] and put in [`RedisServer::url`].
+    pub password: Option<String>,
+}
+
+impl Default for RedisOptions {
+    /// 64mb, allkeys-lru, no password.
+    fn default() -> Self {
+        RedisOptions { maxmemory: "64mb".into(), policy: "allkeys-lru".into(), password: None }
+    }
+}
+
+/// A running `redis-server` on `127.0.0.1:<port>`, owned by this value.
+///
+/// No persistence: a restart starts empty. Dropping it kills the server and removes its
+/// directory. The server process is killed by the kernel if this process dies without dropping
+/// it (see the crate docs).
+#[derive(Debug)]
+pub struct RedisServer {
+    opts: RedisOptions,
+    log: LogFile,
+    port: u16,
+    child: Mutex<Option<Child>>,
+    /// Removed when dropped, after `Drop for RedisServer` has killed the server.
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts `redis-server --bind 127.0.0.1 --port <free port> --save '' --appendonly no
+    /// --dir <temp dir> --maxmemory .. --maxmemory-policy .. [--requirepass ..] --daemonize no`
+    /// and waits (at most 15 s) until it answers PING.
+    pub fn start(opts: RedisOptions) -> Result<RedisServer, Error> {
+        let dir = crate::workdir::create("redis", None)?;
+        let log = LogFile { path: dir.path().join("redis.log") };
+        let mut server = RedisServer { opts, log, port: 0, child: Mutex::new(None), dir };
+        for attempt in 1..=PORT_ATTEMPTS {
+            server.port = process::free_port()?;
+            match server.launch() {
+                Err(e) if e.is_port_conflict() && attempt < PORT_ATTEMPTS => continue,
+                result => return result.map(|()| server),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT/`, or `redis://:PASSWORD@127.0.0.1:PORT/` with a password
+    /// (percent-encoded).
+    pub fn url(&self) -> String {
+        match &self.opts.password {
+            Some(password) => format!("redis://:{}@127.0.0.1:{}/", percent_encode(password), self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    pub fn options(&self) -> &RedisOptions {
+        &self.opts
+    }
+
+    /// The server's directory (log, would-be dump files); removed on drop.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The file the server's stdout and stderr go to.
+    pub fn log_path(&self) -> &Path {
+        &self.log.path
+    }
+
+    /// The server's pid while it runs (also while paused).
+    pub fn pid(&self) -> Option<u32> {
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let child = guard.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => Some(child.id()),
+            _ => {
+                *guard = None;
+                None
+            }
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.pid().is_some()
+    }
+
+    /// SIGKILLs the server (a crash, for fault tests) and reaps it. Does nothing when it is
+    /// not running.
+    pub fn kill(&mut self) -> Result<(), Error> {
+        if let Some(mut child) = self.child.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            process::signal_child(&mut child, Signal::SIGKILL)?;
+            if process::wait_timeout(&mut child, Duration::from_secs(10))
+                .map_err(Error::io("waiting for the killed redis-server"))?
+                .is_none()
+            {
+                return Err(Error::ShutdownTimeout {
+                    server: SERVER,
+                    signal: "SIGKILL",
+                    timeout: Duration::from_secs(10),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGSTOPs the server: connections stay open but nothing answers (a hung Redis).
+    pub fn pause(&self) -> Result<(), Error> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// SIGCONTs a paused server; it then answers what it was sent meanwhile.
+    pub fn resume(&self) -> Result<(), Error> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    /// Starts the server again on the same port with the same options (killing it first if it
+    /// runs). It starts empty: there is no persistence.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.kill()?;
+        self.launch()
+    }
+
+    /// Runs `redis-cli` with `args` against this server (authenticated when it has a password)
+    /// and returns its stdout, trimmed: `cli(&["TTL", "cache-demo:product:1"])`.
+    ///
+    /// Error replies are errors (`redis-cli -e`); so are a dead server and a paused one (after
+    /// 10 s).
+    pub fn cli(&self, args: &[&str]) -> Result<String, Error> {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-e", "-h", "127.0.0.1", "-p"]).arg(self.port.to_string());
+        if let Some(password) = &self.opts.password {
+            cmd.args(["--no-auth-warning", "-a", password]);
+        }
+        cmd.args(args);
+        let output = process::run(&mut cmd, CLI_TIMEOUT)?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Kills a shared server at process exit (it is never dropped) and removes its directory.
+    /// Skips a server another thread is using at that moment: the parent-death signal and the
+    /// stale-directory cleanup deal with it then.
+    pub(crate) fn stop_at_exit(&self) {
+        let mut guard = match self.child.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if let Some(mut child) = guard.take() {
+            process::kill_and_reap(&mut child);
+        }
+        let _ = std::fs::remove_dir_all(self.dir.path());
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), Error> {
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let child = guard.as_mut().ok_or(Error::NotRunning { server: SERVER })?;
+        process::signal_child(child, signal)
+    }
+
+    /// Starts `redis-server` on `self.port` and waits until it answers PING.
+    fn launch(&mut self) -> Result<(), Error> {
+        let (stdout, stderr, log_offset) = self.log.open()?;
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .args(["--maxmemory", &self.opts.maxmemory])
+            .args(["--maxmemory-policy", &self.opts.policy]);
+        if let Some(password) = &self.opts.password {
+            cmd.args(["--requirepass", password]);
+        }
+        cmd.args(["--daemonize", "no"]).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        let what = process::describe(&cmd);
+        let mut child = process::spawn_server(cmd).map_err(Error::io(format!("starting `{what}`")))?;
+        match self.wait_ready(&mut child, log_offset) {
+            Ok(()) => {
+                *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
+                Ok(())
+            }
+            Err(e) => {
+                process::kill_and_reap(&mut child);
+                Err(e)
+            }
+        }
+    }
+
+    fn wait_ready(&self, child: &mut Child, log_offset: u64) -> Result<(), Error> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let mut n = 0;
+        loop {
+            if let Some(status) = child.try_wait().map_err(Error::io("checking the redis-server process"))? {
+                return Err(Error::ServerExited {
+                    server: SERVER,
+                    status,
+                    log: self.log.path.clone(),
+                    log_tail: self.log.tail(log_offset),
+                });
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && self.cli(&["PING"]).is_ok_and(|reply| reply == "PONG")
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::ServerNotReady {
+                    server: SERVER,
+                    timeout: READY_TIMEOUT,
+                    log: self.log.path.clone(),
+                    log_tail: self.log.tail(log_offset),
+                });
+            }
+            process::poll_sleep(n);
+            n += 1;
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // SIGKILL also ends a paused (SIGSTOPped) server.
+        let _ = self.kill();
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encode;
+
+    #[test]
+    fn percent_encode_keeps_unreserved_and_escapes_the_rest() {
+        assert_eq!(percent_encode("s3cret-._~"), "s3cret-._~");
+        assert_eq!(percent_encode("a b@c/d:é"), "a%20b%40c%2Fd%3A%C3%A9");
+    }
+}
