@@ -1,0 +1,204 @@
+//! Every Redis key this app writes is built here, so `redis-cli` users and the code agree on one spelling.
+//!
+//! Keys are `<prefix>:<name>`, with `<prefix>` = `CACHE_PREFIX` (default `cache-demo`):
+//! `cache-demo:categories:stats`, `cache-demo:products:search:laptop:20`, `cache-demo:products:top:10`,
+//! `cache-demo:product:42`, plus one bookkeeping hash `cache-demo:generations` (see `cache::Cache`).
+
+use sha2::{Digest, Sha256};
+
+/// The cacheable endpoints; the label of `cache_requests_total{endpoint}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Categories,
+    Search,
+    TopProducts,
+    Product,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 4] = [Endpoint::Categories, Endpoint::Search, Endpoint::TopProducts, Endpoint::Product];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::Categories => "categories",
+            Endpoint::Search => "products_search",
+            Endpoint::TopProducts => "top_products",
+            Endpoint::Product => "product",
+        }
+    }
+}
+
+/// What a cached entry depends on. A write bumps the generation of every scope it touches, which stops
+/// in-flight loads of those scopes from storing what they read before the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Aggregates and lists over all products: stats, searches, top lists.
+    Catalog,
+    /// One product's own entry.
+    Product(i32),
+}
+
+impl Scope {
+    /// Field name in the generations hash.
+    pub fn field(&self) -> String {
+        match self {
+            Scope::Catalog => "catalog".to_owned(),
+            Scope::Product(id) => format!("product:{id}"),
+        }
+    }
+}
+
+/// A cache key without the app prefix, with the endpoint and scope it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    pub endpoint: Endpoint,
+    pub scope: Scope,
+    name: String,
+}
+
+/// Search terms up to this length made of plain characters stay readable in the key; others are hashed.
+const READABLE_TERM_MAX: usize = 32;
+
+impl CacheKey {
+    pub fn categories() -> Self {
+        CacheKey { endpoint: Endpoint::Categories, scope: Scope::Catalog, name: "categories:stats".into() }
+    }
+
+    /// `term` must already be normalised (see [`normalize_term`]).
+    pub fn search(term: &str, limit: u32) -> Self {
+        let name = if term.is_empty() {
+            format!("products:list:{limit}")
+        } else if term.len() <= READABLE_TERM_MAX
+            && term.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b' ')
+        {
+            // Spaces become '+' so the key can be typed in redis-cli without quotes; '+' itself is not readable,
+            // so "usb c" and a literal "usb+c" cannot collide.
+            format!("products:search:{}:{limit}", term.replace(' ', "+"))
+        } else {
+            let digest = Sha256::digest(term.as_bytes());
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            // '#' never appears in a readable term, so hashed and readable keys cannot collide.
+            format!("products:search:#{hex}:{limit}")
+        };
+        CacheKey { endpoint: Endpoint::Search, scope: Scope::Catalog, name }
+    }
+
+    pub fn top_products(limit: u32) -> Self {
+        CacheKey { endpoint: Endpoint::TopProducts, scope: Scope::Catalog, name: format!("products:top:{limit}") }
+    }
+
+    pub fn product(id: i32) -> Self {
+        CacheKey { endpoint: Endpoint::Product, scope: Scope::Product(id), name: format!("product:{id}") }
+    }
+
+    /// The key without the prefix, as documented (`categories:stats`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Lower-case, trimmed, inner whitespace collapsed: "  Noise  Cancelling " and "noise cancelling" share a key.
+pub fn normalize_term(q: &str) -> String {
+    q.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+/// The app's namespace in Redis.
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    prefix: String,
+}
+
+impl Keyspace {
+    pub fn new(prefix: &str) -> Self {
+        Keyspace { prefix: prefix.to_owned() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn full(&self, key: &CacheKey) -> String {
+        format!("{}:{}", self.prefix, key.name)
+    }
+
+    /// The hash holding the current generation token of every scope.
+    pub fn generations(&self) -> String {
+        format!("{}:generations", self.prefix)
+    }
+
+    /// SCAN pattern matching every key of this app and nothing else (the prefix has no glob characters).
+    pub fn all_pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+
+    /// Whether a full key holds catalog-scoped data (lists and aggregates) that any product write makes stale.
+    pub fn is_catalog_entry(&self, full_key: &str) -> bool {
+        full_key
+            .strip_prefix(&self.prefix)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|name| name.starts_with("products:") || name.starts_with("categories:"))
+    }
+
+    /// Strips the prefix for display (`cache-demo:product:1` → `product:1`).
+    pub fn short<'a>(&self, full_key: &'a str) -> &'a str {
+        full_key.strip_prefix(&self.prefix).and_then(|r| r.strip_prefix(':')).unwrap_or(full_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_key_names() {
+        let ks = Keyspace::new("cache-demo");
+        assert_eq!(ks.full(&CacheKey::categories()), "cache-demo:categories:stats");
+        assert_eq!(ks.full(&CacheKey::search("laptop", 20)), "cache-demo:products:search:laptop:20");
+        assert_eq!(ks.full(&CacheKey::top_products(10)), "cache-demo:products:top:10");
+        assert_eq!(ks.full(&CacheKey::product(1)), "cache-demo:product:1");
+        assert_eq!(ks.generations(), "cache-demo:generations");
+    }
+
+    #[test]
+    fn search_terms_are_normalised_before_keying() {
+        let a = CacheKey::search(&normalize_term("  Noise   CANCELLING "), 20);
+        let b = CacheKey::search(&normalize_term("noise cancelling"), 20);
+        assert_eq!(a, b);
+        assert_eq!(a.name(), "products:search:noise+cancelling:20");
+    }
+
+    #[test]
+    fn odd_or_long_terms_are_hashed_and_distinct() {
+        let quoted = CacheKey::search("chef's knife", 20);
+        assert!(quoted.name().starts_with("products:search:#"), "{}", quoted.name());
+        let long = "a".repeat(READABLE_TERM_MAX + 1);
+        let hashed = CacheKey::search(&long, 20);
+        assert!(hashed.name().starts_with("products:search:#"));
+        assert_ne!(hashed, CacheKey::search(&"a".repeat(READABLE_TERM_MAX + 2), 20));
+        assert!(!hashed.name().contains('*'));
+        // A literal plus sign must not collide with a space.
+        assert_ne!(CacheKey::search("usb c", 20), CacheKey::search("usb+c", 20));
+    }
+
+    #[test]
+    fn empty_term_lists_products() {
+        assert_eq!(CacheKey::search("", 5).name(), "products:list:5");
+    }
+
+    #[test]
+    fn catalog_entries_are_recognised_by_prefix() {
+        let ks = Keyspace::new("cache-demo");
+        assert!(ks.is_catalog_entry("cache-demo:products:top:10"));
+        assert!(ks.is_catalog_entry("cache-demo:categories:stats"));
+        assert!(!ks.is_catalog_entry("cache-demo:product:1"));
+        assert!(!ks.is_catalog_entry("cache-demo:generations"));
+        assert!(!ks.is_catalog_entry("other:products:top:10"));
+        assert!(!ks.is_catalog_entry("cache-demox:products:top:10"));
+    }
+
+    #[test]
+    fn scope_fields() {
+        assert_eq!(CacheKey::product(7).scope.field(), "product:7");
+        assert_eq!(CacheKey::categories().scope.field(), "catalog");
+    }
+}

@@ -1,0 +1,524 @@
+//! The cache-aside core: look in Redis, load from PostgreSQL on a miss, store with a TTL; invalidate on writes.
+//!
+//! # Why loads cannot put stale data back
+//! A reader that missed may read a row from PostgreSQL *before* a write commits and try to store it *after*
+//! the write invalidated the key. To rule that out every entry belongs to a [`Scope`] whose current
+//! *generation token* lives in the hash `<prefix>:generations`:
+//! 1. the lookup (one Lua script, one round trip) returns the value, or on a miss the scope's token, creating a
+//!    random one if there is none;
+//! 2. the reader loads from PostgreSQL;
+//! 3. the fill script stores the value only if the token is still the same.
+//!
+//! A write commits, then replaces the tokens of the scopes it touches with fresh random ones and unlinks the
+//! entries. A load that read old data read its token before the write's commit, so the token has changed by
+//! the time its fill runs (the fill and the token change are atomic scripts): the fill is skipped. Tokens are
+//! random, never counters, so an evicted or flushed hash cannot make an old token valid again.
+
+mod keys;
+mod redis;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+pub use self::keys::{CacheKey, Endpoint, Keyspace, Scope, normalize_term};
+pub use self::redis::{CacheError, RedisClient};
+use crate::error::Result;
+use crate::metrics::Metrics;
+
+/// Where a response came from; drives the `X-Cache` header, `source` in the body, and the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    /// `?cache=off`: PostgreSQL only, nothing stored.
+    Bypass,
+    /// Redis failed or timed out; answered from PostgreSQL.
+    Error,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Bypass => "bypass",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// `X-Cache` value. A Redis failure is reported as a miss (the cache did not answer) plus `X-Cache-Error`.
+    pub fn header(self) -> &'static str {
+        match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss | Outcome::Error => "MISS",
+            Outcome::Bypass => "BYPASS",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Outcome::Hit => "cache",
+            _ => "database",
+        }
+    }
+}
+
+/// A cacheable response: the JSON bytes of the payload exactly as stored in Redis, and how they were obtained.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub data: Bytes,
+    pub outcome: Outcome,
+    pub redis_time: Option<Duration>,
+    pub db_time: Option<Duration>,
+}
+
+/// TTL of each endpoint's entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Ttls {
+    pub categories: Duration,
+    pub search: Duration,
+    pub top_products: Duration,
+    pub product: Duration,
+}
+
+impl Ttls {
+    pub fn uniform(ttl: Duration) -> Self {
+        Ttls { categories: ttl, search: ttl, top_products: ttl, product: ttl }
+    }
+
+    pub fn for_endpoint(&self, e: Endpoint) -> Duration {
+        match e {
+            Endpoint::Categories => self.categories,
+            Endpoint::Search => self.search,
+            Endpoint::TopProducts => self.top_products,
+            Endpoint::Product => self.product,
+        }
+    }
+}
+
+/// Counters behind `/api/stats`; reset by a flush.
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bypasses: AtomicU64,
+    errors: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CounterSnapshot {
+    pub hits: u64,
+    pub misses: u64,
+    pub bypasses: u64,
+    pub errors: u64,
+    /// hits / (hits + misses + errors); `None` before the first cacheable request.
+    pub hit_rate: Option<f64>,
+}
+
+/// Keys a write removed, for the response and the logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Invalidation {
+    pub count: usize,
+    pub keys: Vec<String>,
+    /// False when Redis could not be reached: entries may stay until their TTL ends.
+    pub complete: bool,
+}
+
+const LOOKUP: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+local g = redis.call('HGET', KEYS[2], ARGV[1])
+if not g then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  g = ARGV[2]
+end
+return {0, g}
+";
+
+const FILL: &str = r"
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+return 0
+";
+
+const BUMP_AND_UNLINK: &str = r"
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local n = 0
+for i = 2, #KEYS do n = n + redis.call('UNLINK', KEYS[i]) end
+return n
+";
+
+/// Keys shown in a write's response; the count is always exact.
+const MAX_KEYS_LISTED: usize = 50;
+const SCAN_BATCH: usize = 500;
+
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: Arc<RedisClient>,
+    keyspace: Keyspace,
+    ttls: Ttls,
+    metrics: Metrics,
+    counters: Counters,
+    lookup: ::redis::Script,
+    fill: ::redis::Script,
+    bump: ::redis::Script,
+}
+
+enum Lookup {
+    Hit(Bytes),
+    Miss { token: String },
+}
+
+impl Cache {
+    pub fn new(redis: Arc<RedisClient>, keyspace: Keyspace, ttls: Ttls, metrics: Metrics) -> Self {
+        Cache {
+            inner: Arc::new(Inner {
+                redis,
+                keyspace,
+                ttls,
+                metrics,
+                counters: Counters::default(),
+                lookup: ::redis::Script::new(LOOKUP),
+                fill: ::redis::Script::new(FILL),
+                bump: ::redis::Script::new(BUMP_AND_UNLINK),
+            }),
+        }
+    }
+
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.inner.keyspace
+    }
+
+    pub fn ttls(&self) -> &Ttls {
+        &self.inner.ttls
+    }
+
+    pub fn redis(&self) -> &RedisClient {
+        &self.inner.redis
+    }
+
+    /// Cache-aside: the entry from Redis, or `load` from PostgreSQL and store it. With `bypass`, only `load`.
+    /// Redis failures never fail the request: the value is loaded and the outcome is `Error`.
+    pub async fn get_or_load<T, F, Fut>(&self, key: &CacheKey, bypass: bool, load: F) -> Result<Cached>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        if bypass {
+            let (data, db_time) = load_json(load).await?;
+            return Ok(self.record(key, Cached { data, outcome: Outcome::Bypass, redis_time: None, db_time }));
+        }
+        let started = Instant::now();
+        let looked_up = self.lookup(key).await;
+        let redis_time = Some(started.elapsed());
+        let cached = match looked_up {
+            Ok(Lookup::Hit(data)) => Cached { data, outcome: Outcome::Hit, redis_time, db_time: None },
+            Ok(Lookup::Miss { token }) => {
+                let (data, db_time) = load_json(load).await?;
+                self.fill(key, &token, &data).await;
+                Cached { data, outcome: Outcome::Miss, redis_time, db_time }
+            }
+            Err(_) => {
+                let (data, db_time) = load_json(load).await?;
+                Cached { data, outcome: Outcome::Error, redis_time, db_time }
+            }
+        };
+        Ok(self.record(key, cached))
+    }
+
+    fn record(&self, key: &CacheKey, cached: Cached) -> Cached {
+        let c = &self.inner.counters;
+        let counter = match cached.outcome {
+            Outcome::Hit => &c.hits,
+            Outcome::Miss => &c.misses,
+            Outcome::Bypass => &c.bypasses,
+            Outcome::Error => &c.errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.cache_requests.with_label_values(&[key.endpoint.label(), cached.outcome.label()]).inc();
+        cached
+    }
+
+    async fn lookup(&self, key: &CacheKey) -> Result<Lookup, CacheError> {
+        let full = self.inner.keyspace.full(key);
+        let gens = self.inner.keyspace.generations();
+        let field = key.scope.field();
+        let fresh = new_token();
+        let script = &self.inner.lookup;
+        let (found, value): (i64, Vec<u8>) = self
+            .inner
+            .redis
+            .run("lookup", |mut conn| async move {
+                script.key(&full).key(&gens).arg(&field).arg(&fresh).invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(if found == 1 {
+            Lookup::Hit(Bytes::from(value))
+        } else {
+            Lookup::Miss { token: String::from_utf8_lossy(&value).into_owned() }
+        })
+    }
+
+    /// Stores the loaded value unless a write changed the scope's generation meanwhile. Failures are logged
+    /// and counted by the Redis layer; the request has its answer already.
+    async fn fill(&self, key: &CacheKey, token: &str, data: &Bytes) {
+        let full = self.inner.keyspace.full(key);
+        let gens = self.inner.keyspace.generations();
+        let field = key.scope.field();
+        let ttl_ms = self.inner.ttls.for_endpoint(key.endpoint).as_millis() as u64;
+        let script = &self.inner.fill;
+        let stored: Result<i64, _> = self
+            .inner
+            .redis
+            .run("fill", |mut conn| async move {
+                script
+                    .key(&full)
+                    .key(&gens)
+                    .arg(&field)
+                    .arg(token)
+                    .arg(data.as_ref())
+                    .arg(ttl_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await;
+        if let Ok(0) = stored {
+            tracing::debug!(key = key.name(), "fill skipped: a write changed the data while it was loading");
+        }
+    }
+
+    /// After a committed write: new generations for `scopes`, then remove the entries they cover
+    /// (the product's own key, and with [`Scope::Catalog`] every list and aggregate of this app).
+    pub async fn invalidate(&self, scopes: &[Scope]) -> Invalidation {
+        let ks = &self.inner.keyspace;
+        let gens = ks.generations();
+        let direct: Vec<String> = scopes
+            .iter()
+            .filter_map(|s| match s {
+                Scope::Product(id) => Some(ks.full(&CacheKey::product(*id))),
+                Scope::Catalog => None,
+            })
+            .collect();
+        let tokens: Vec<(String, String)> = scopes.iter().map(|s| (s.field(), new_token())).collect();
+        let script = &self.inner.bump;
+        let bumped: Result<i64, _> = self
+            .inner
+            .redis
+            .run("invalidate", |mut conn| async move {
+                let mut inv = script.key(&gens);
+                for k in &direct {
+                    inv.key(k);
+                }
+                for (field, token) in &tokens {
+                    inv.arg(field).arg(token);
+                }
+                inv.invoke_async(&mut conn).await
+            })
+            .await;
+        let mut result = Invalidation { complete: bumped.is_ok(), ..Default::default() };
+        if let Ok(n) = bumped {
+            result.count += n as usize;
+            result.keys.extend(
+                scopes
+                    .iter()
+                    .filter_map(|s| match s {
+                        Scope::Product(id) => Some(CacheKey::product(*id).name().to_owned()),
+                        Scope::Catalog => None,
+                    })
+                    .take(n as usize),
+            );
+        }
+        // Catalog entries are found by SCAN after the token change: no stale entry can be created after it,
+        // and SCAN returns every key that exists for its whole duration.
+        if result.complete && scopes.contains(&Scope::Catalog) {
+            match self.unlink_matching(|k| ks.is_catalog_entry(k)).await {
+                Ok(removed) => {
+                    result.count += removed.len();
+                    result.keys.extend(removed.into_iter().map(|k| ks.short(&k).to_owned()));
+                }
+                Err(_) => result.complete = false,
+            }
+        }
+        result.keys.truncate(MAX_KEYS_LISTED);
+        self.inner.metrics.invalidated_keys.with_label_values(&["write"]).inc_by(result.count as u64);
+        if !result.complete {
+            tracing::warn!("cache invalidation incomplete: Redis unavailable; entries expire with their TTL");
+        }
+        result
+    }
+
+    /// Removes every key of this app (SCAN + UNLINK by prefix, never KEYS or FLUSHALL) and resets the counters.
+    pub async fn flush(&self) -> Result<usize, CacheError> {
+        let removed = self.unlink_matching(|_| true).await?;
+        self.reset_counters();
+        self.inner.metrics.invalidated_keys.with_label_values(&["flush"]).inc_by(removed.len() as u64);
+        Ok(removed.len())
+    }
+
+    pub fn reset_counters(&self) {
+        let c = &self.inner.counters;
+        for a in [&c.hits, &c.misses, &c.bypasses, &c.errors] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn counters(&self) -> CounterSnapshot {
+        let c = &self.inner.counters;
+        let hits = c.hits.load(Ordering::Relaxed);
+        let misses = c.misses.load(Ordering::Relaxed);
+        let errors = c.errors.load(Ordering::Relaxed);
+        let lookups = hits + misses + errors;
+        CounterSnapshot {
+            hits,
+            misses,
+            bypasses: c.bypasses.load(Ordering::Relaxed),
+            errors,
+            hit_rate: (lookups > 0).then(|| hits as f64 / lookups as f64),
+        }
+    }
+
+    /// Every key of this app, by SCAN.
+    pub async fn scan_keys(&self) -> Result<Vec<String>, CacheError> {
+        let pattern = self.inner.keyspace.all_pattern();
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let pattern = &pattern;
+            let (next, batch): (u64, Vec<String>) = self
+                .inner
+                .redis
+                .run("scan", |mut conn| async move {
+                    ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                // SCAN may return a key more than once.
+                keys.sort_unstable();
+                keys.dedup();
+                return Ok(keys);
+            }
+        }
+    }
+
+    async fn unlink_matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, CacheError> {
+        let keys: Vec<String> = self.scan_keys().await?.into_iter().filter(|k| keep(k)).collect();
+        for chunk in keys.chunks(SCAN_BATCH) {
+            let _: i64 = self
+                .inner
+                .redis
+                .run("unlink", |mut conn| async move { ::redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await })
+                .await?;
+        }
+        Ok(keys)
+    }
+
+    /// Remaining time to live of a key (`TTL`): `None` when the key does not exist.
+    pub async fn ttl(&self, key: &CacheKey) -> Result<Option<i64>, CacheError> {
+        let full = self.inner.keyspace.full(key);
+        let ttl: i64 = self
+            .inner
+            .redis
+            .run("ttl", |mut conn| async move { ::redis::cmd("TTL").arg(&full).query_async(&mut conn).await })
+            .await?;
+        Ok((ttl >= -1).then_some(ttl))
+    }
+
+    /// Selected fields of `INFO memory stats server`.
+    pub async fn info(&self) -> Result<Vec<(String, String)>, CacheError> {
+        let text: String = self
+            .inner
+            .redis
+            .run("info", |mut conn| async move {
+                ::redis::cmd("INFO").arg("memory").arg("stats").arg("server").query_async(&mut conn).await
+            })
+            .await?;
+        Ok(parse_info(&text))
+    }
+
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        let _: String = self
+            .inner
+            .redis
+            .run("ping", |mut conn| async move { ::redis::cmd("PING").query_async(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+}
+
+async fn load_json<T, F, Fut>(load: F) -> Result<(Bytes, Option<Duration>)>
+where
+    T: Serialize,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    let value = load().await?;
+    let db_time = started.elapsed();
+    // Serializing plain data structures to a Vec cannot fail.
+    let data = serde_json::to_vec(&value).unwrap_or_default();
+    Ok((Bytes::from(data), Some(db_time)))
+}
+
+fn new_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// `INFO` text → (field, value) pairs, comments and blank lines skipped.
+pub fn parse_info(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim().split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_text_is_parsed() {
+        let info = "# Memory\r\nused_memory:1024\r\nmaxmemory_policy:allkeys-lru\r\n\r\n# Stats\r\nevicted_keys:3\r\n";
+        let pairs = parse_info(info);
+        assert_eq!(pairs.len(), 3);
+        assert!(pairs.contains(&("maxmemory_policy".into(), "allkeys-lru".into())));
+        assert!(pairs.contains(&("evicted_keys".into(), "3".into())));
+    }
+
+    #[test]
+    fn outcomes_map_to_headers_sources_and_labels() {
+        assert_eq!(Outcome::Hit.header(), "HIT");
+        assert_eq!(Outcome::Hit.source(), "cache");
+        assert_eq!(Outcome::Miss.source(), "database");
+        assert_eq!(Outcome::Bypass.header(), "BYPASS");
+        assert_eq!(Outcome::Error.label(), "error");
+        assert_eq!(Outcome::Error.header(), "MISS");
+    }
+
+    #[test]
+    fn tokens_are_random() {
+        assert_ne!(new_token(), new_token());
+        assert_eq!(new_token().len(), 16);
+    }
+}

@@ -1,0 +1,140 @@
+//! The Redis connection: connects in the background (the app starts without Redis), bounds every command
+//! with a timeout, times it, and logs availability once per change of state.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo, RedisError, RedisResult};
+use tokio::sync::OnceCell;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis is not connected")]
+    NotConnected,
+    #[error("redis command `{0}` timed out")]
+    Timeout(&'static str),
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+}
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+pub struct RedisClient {
+    conn: OnceCell<ConnectionManager>,
+    timeout: Duration,
+    metrics: Metrics,
+    state: AtomicU8,
+}
+
+impl RedisClient {
+    /// Parses the URL (a bad URL is a configuration error) and starts connecting in the background.
+    /// `password` overrides any password in the URL.
+    pub fn connect(
+        url: &str,
+        password: Option<&str>,
+        timeout: Duration,
+        metrics: Metrics,
+    ) -> Result<Arc<Self>, RedisError> {
+        let mut info = url.into_connection_info()?;
+        if let Some(pw) = password.filter(|p| !p.is_empty()) {
+            let settings = info.redis_settings().clone().set_password(pw);
+            info = info.set_redis_settings(settings);
+        }
+        let client = Client::open(info)?;
+        let this = Arc::new(RedisClient { conn: OnceCell::new(), timeout, metrics, state: AtomicU8::new(UNKNOWN) });
+        this.metrics.redis_up.set(0);
+        // The task ends once connected (the manager reconnects by itself from then on) or when the client is dropped.
+        tokio::spawn(connect_loop(Arc::downgrade(&this), client, timeout));
+        Ok(this)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.initialized() && self.state.load(Ordering::Relaxed) == UP
+    }
+
+    /// Runs one Redis operation, bounded by the timeout and recorded as `redis_command_duration_seconds{command}`.
+    pub async fn run<T, F, Fut>(&self, command: &'static str, op: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let Some(conn) = self.conn.get() else {
+            return Err(CacheError::NotConnected);
+        };
+        let start = Instant::now();
+        let result = tokio::time::timeout(self.timeout, op(conn.clone())).await;
+        self.metrics.redis_duration.with_label_values(&[command]).observe(start.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(v)) => {
+                self.mark_up();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if is_connectivity(&e) {
+                    self.mark_down(&e.to_string());
+                } else {
+                    tracing::debug!(command, error = %e, "redis command failed");
+                }
+                Err(CacheError::Redis(e))
+            }
+            Err(_) => {
+                self.mark_down("timed out");
+                Err(CacheError::Timeout(command))
+            }
+        }
+    }
+
+    fn mark_up(&self) {
+        if self.state.swap(UP, Ordering::Relaxed) != UP {
+            self.metrics.redis_up.set(1);
+            tracing::info!("redis available: serving through the cache");
+        }
+    }
+
+    fn mark_down(&self, reason: &str) {
+        if self.state.swap(DOWN, Ordering::Relaxed) != DOWN {
+            self.metrics.redis_up.set(0);
+            tracing::warn!(reason, "redis unavailable: answering from PostgreSQL");
+        }
+    }
+}
+
+fn is_connectivity(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}
+
+async fn connect_loop(this: Weak<RedisClient>, client: Client, timeout: Duration) {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(manager) => {
+                let Some(this) = this.upgrade() else { return };
+                let _ = this.conn.set(manager);
+                this.mark_up();
+                return;
+            }
+            Err(e) => {
+                let Some(this) = this.upgrade() else { return };
+                this.mark_down(&e.to_string());
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,368 @@
+//! The catalogue in PostgreSQL: typed rows and one function per query. Nothing here knows about HTTP or Redis.
+//!
+//! Prices and averages are read as `float8` so they are JSON numbers; timestamps as RFC 3339 text in UTC.
+
+use std::future::Future;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{FromRow, PgPool};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct CategoryStats {
+    pub id: i32,
+    pub name: String,
+    pub slug: String,
+    pub product_count: i64,
+    pub avg_price: Option<f64>,
+    pub min_price: Option<f64>,
+    pub max_price: Option<f64>,
+    pub review_count: i64,
+    pub avg_rating: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct ProductSummary {
+    pub id: i32,
+    pub sku: String,
+    pub name: String,
+    pub price: f64,
+    pub stock: i32,
+    pub category_id: i32,
+    pub category: String,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct TopProduct {
+    pub rank: i64,
+    pub category_rank: i64,
+    pub id: i32,
+    pub sku: String,
+    pub name: String,
+    pub price: f64,
+    pub category_id: i32,
+    pub category: String,
+    pub avg_rating: f64,
+    pub review_count: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReviewBrief {
+    pub rating: i16,
+    pub title: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewSummary {
+    pub count: i64,
+    pub average: Option<f64>,
+    /// Number of 1- to 5-star reviews.
+    pub distribution: Vec<i64>,
+    pub recent: Vec<ReviewBrief>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct Product {
+    pub id: i32,
+    pub sku: String,
+    pub name: String,
+    pub description: String,
+    pub price: f64,
+    pub stock: i32,
+    pub category_id: i32,
+    pub category: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProductDetail {
+    #[serde(flatten)]
+    pub product: Product,
+    pub reviews: ReviewSummary,
+}
+
+#[derive(FromRow)]
+struct ProductDetailRow {
+    #[sqlx(flatten)]
+    product: Product,
+    review_count: i64,
+    avg_rating: Option<f64>,
+    distribution: Vec<i64>,
+    recent: Json<Vec<ReviewBrief>>,
+}
+
+/// A validated new product (see `http::products` for the checks).
+#[derive(Debug, Clone)]
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub description: String,
+    pub price: f64,
+    pub stock: i32,
+    pub category_id: i32,
+}
+
+/// A validated partial update: `None` leaves the column as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ProductPatch {
+    pub sku: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<f64>,
+    pub stock: Option<i32>,
+    pub category_id: Option<i32>,
+}
+
+const PRODUCT_COLUMNS: &str = r#"
+    p.id, p.sku, p.name, p.description, p.price::float8 AS price, p.stock, p.category_id, c.name AS category,
+    to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS created_at,
+    to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS updated_at"#;
+
+const CATEGORY_STATS: &str = r#"
+WITH p AS (
+    SELECT category_id, count(*) AS n, avg(price) AS avg_price, min(price) AS min_price, max(price) AS max_price
+    FROM products GROUP BY category_id
+), r AS (
+    SELECT p.category_id, count(*) AS n, avg(r.rating) AS avg_rating
+    FROM reviews r JOIN products p ON p.id = r.product_id GROUP BY p.category_id
+)
+SELECT c.id, c.name, c.slug,
+       coalesce(p.n, 0) AS product_count,
+       round(p.avg_price, 2)::float8 AS avg_price,
+       p.min_price::float8 AS min_price,
+       p.max_price::float8 AS max_price,
+       coalesce(r.n, 0) AS review_count,
+       round(r.avg_rating, 2)::float8 AS avg_rating
+FROM categories c
+LEFT JOIN p ON p.category_id = c.id
+LEFT JOIN r ON r.category_id = c.id
+ORDER BY c.name"#;
+
+const SEARCH: &str = r#"
+SELECT p.id, p.sku, p.name, p.price::float8 AS price, p.stock, p.category_id, c.name AS category
+FROM products p JOIN categories c ON c.id = p.category_id
+WHERE $1 = '' OR p.name ILIKE $2 OR p.description ILIKE $2
+ORDER BY (p.name ILIKE $2) DESC, p.name, p.id
+LIMIT $3"#;
+
+/// Ranked by average rating (ties: more reviews first); products need 5 reviews to be ranked at all.
+const TOP_PRODUCTS: &str = r#"
+WITH rated AS (
+    SELECT r.product_id, avg(r.rating) AS avg_rating, count(*) AS review_count
+    FROM reviews r GROUP BY r.product_id HAVING count(*) >= 5
+), ranked AS (
+    SELECT p.id, p.sku, p.name, p.price, p.category_id, c.name AS category, rated.avg_rating, rated.review_count,
+           rank() OVER (ORDER BY rated.avg_rating DESC, rated.review_count DESC, p.id) AS rank,
+           rank() OVER (PARTITION BY p.category_id ORDER BY rated.avg_rating DESC, rated.review_count DESC, p.id)
+               AS category_rank
+    FROM rated JOIN products p ON p.id = rated.product_id JOIN categories c ON c.id = p.category_id
+)
+SELECT rank, category_rank, id, sku, name, price::float8 AS price, category_id, category,
+       round(avg_rating, 2)::float8 AS avg_rating, review_count
+FROM ranked ORDER BY rank LIMIT $1"#;
+
+static PRODUCT_DETAIL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"SELECT {PRODUCT_COLUMNS},
+                  (SELECT count(*) FROM reviews r WHERE r.product_id = p.id) AS review_count,
+                  (SELECT round(avg(r.rating), 2)::float8 FROM reviews r WHERE r.product_id = p.id) AS avg_rating,
+                  ARRAY(SELECT (SELECT count(*) FROM reviews r WHERE r.product_id = p.id AND r.rating = s)
+                        FROM generate_series(1, 5) s ORDER BY s) AS distribution,
+                  coalesce((SELECT json_agg(json_build_object(
+                                'rating', x.rating, 'title', x.title,
+                                'created_at', to_char(x.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+                                ORDER BY x.created_at DESC, x.id DESC)
+                            FROM (SELECT * FROM reviews r WHERE r.product_id = p.id
+                                  ORDER BY r.created_at DESC, r.id DESC LIMIT 3) x), '[]'::json) AS recent
+               FROM products p JOIN categories c ON c.id = p.category_id
+               WHERE p.id = $1"#
+    )
+});
+
+static CREATE_PRODUCT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"WITH p AS (
+                   INSERT INTO products (sku, name, description, price, stock, category_id)
+                   VALUES ($1, $2, $3, $4::numeric(10,2), $5, $6) RETURNING *)
+               SELECT {PRODUCT_COLUMNS} FROM p JOIN categories c ON c.id = p.category_id"#
+    )
+});
+
+static UPDATE_PRODUCT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"WITH p AS (
+                   UPDATE products SET
+                       sku = coalesce($2, sku), name = coalesce($3, name), description = coalesce($4, description),
+                       price = coalesce($5::numeric(10,2), price), stock = coalesce($6, stock),
+                       category_id = coalesce($7, category_id), updated_at = now()
+                   WHERE id = $1 RETURNING *)
+               SELECT {PRODUCT_COLUMNS} FROM p JOIN categories c ON c.id = p.category_id"#
+    )
+});
+
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    delay: Duration,
+    query_timeout: Duration,
+    metrics: Metrics,
+}
+
+pub struct DbOptions {
+    pub url: String,
+    pub pool_size: u32,
+    pub acquire_timeout: Duration,
+    pub query_timeout: Duration,
+    pub delay: Duration,
+}
+
+impl Db {
+    /// Creates the pool without connecting: the app starts (and reports not-ready) while PostgreSQL is down,
+    /// and the pool reconnects by itself when it comes back.
+    pub fn connect_lazy(opts: &DbOptions, metrics: Metrics) -> Result<Self, sqlx::Error> {
+        let connect: PgConnectOptions = opts.url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.pool_size.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_lazy_with(connect.application_name("cache-demo"));
+        Ok(Db { pool, delay: opts.delay, query_timeout: opts.query_timeout, metrics })
+    }
+
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// Runs one query with the artificial delay, a timeout, and `db_query_duration_seconds{query}`.
+    async fn timed<T>(&self, query: &'static str, fut: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.query_timeout, fut).await;
+        // After the query, like a slow query whose snapshot is taken at its start and whose result arrives late.
+        if !self.delay.is_zero() && matches!(result, Ok(Ok(_))) {
+            tokio::time::sleep(self.delay).await;
+        }
+        self.metrics.db_duration.with_label_values(&[query]).observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::DatabaseUnavailable(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.query_timeout, sqlx::query("SELECT 1").execute(&self.pool)).await;
+        self.metrics.db_duration.with_label_values(&["ping"]).observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(r) => r.map(|_| ()).map_err(Error::from),
+            Err(_) => Err(Error::DatabaseUnavailable(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
+    pub async fn category_stats(&self) -> Result<Vec<CategoryStats>> {
+        self.timed("category_stats", sqlx::query_as(CATEGORY_STATS).fetch_all(&self.pool)).await
+    }
+
+    /// Case-insensitive search of name and description; `term` is matched literally (no wildcards).
+    /// An empty term lists products by name.
+    pub async fn search_products(&self, term: &str, limit: u32) -> Result<Vec<ProductSummary>> {
+        let pattern = format!("%{}%", escape_like(term));
+        self.timed(
+            "search_products",
+            sqlx::query_as(SEARCH).bind(term).bind(pattern).bind(i64::from(limit)).fetch_all(&self.pool),
+        )
+        .await
+    }
+
+    pub async fn top_products(&self, limit: u32) -> Result<Vec<TopProduct>> {
+        self.timed("top_products", sqlx::query_as(TOP_PRODUCTS).bind(i64::from(limit)).fetch_all(&self.pool)).await
+    }
+
+    pub async fn product(&self, id: i32) -> Result<Option<ProductDetail>> {
+        let row: Option<ProductDetailRow> = self
+            .timed(
+                "product",
+                sqlx::query_as(sqlx::AssertSqlSafe(PRODUCT_DETAIL.as_str())).bind(id).fetch_optional(&self.pool),
+            )
+            .await?;
+        Ok(row.map(|r| ProductDetail {
+            product: r.product,
+            reviews: ReviewSummary {
+                count: r.review_count,
+                average: r.avg_rating,
+                distribution: r.distribution,
+                recent: r.recent.0,
+            },
+        }))
+    }
+
+    pub async fn create_product(&self, new: &NewProduct) -> Result<Product> {
+        self.timed(
+            "create_product",
+            sqlx::query_as(sqlx::AssertSqlSafe(CREATE_PRODUCT.as_str()))
+                .bind(&new.sku)
+                .bind(&new.name)
+                .bind(&new.description)
+                .bind(new.price)
+                .bind(new.stock)
+                .bind(new.category_id)
+                .fetch_one(&self.pool),
+        )
+        .await
+    }
+
+    /// Updates the given columns; `None` when there is no such product. One statement: all or nothing.
+    pub async fn update_product(&self, id: i32, patch: &ProductPatch) -> Result<Option<Product>> {
+        self.timed(
+            "update_product",
+            sqlx::query_as(sqlx::AssertSqlSafe(UPDATE_PRODUCT.as_str()))
+                .bind(id)
+                .bind(&patch.sku)
+                .bind(&patch.name)
+                .bind(&patch.description)
+                .bind(patch.price)
+                .bind(patch.stock)
+                .bind(patch.category_id)
+                .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// Deletes a product and its reviews; false when there was no such product.
+    pub async fn delete_product(&self, id: i32) -> Result<bool> {
+        let done = self
+            .timed("delete_product", sqlx::query("DELETE FROM products WHERE id = $1").bind(id).execute(&self.pool))
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Escapes LIKE wildcards so a search for `100%` finds that text and not everything.
+fn escape_like(term: &str) -> String {
+    let mut out = String::with_capacity(term.len());
+    for ch in term.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(escape_like("100%"), "100\\%");
+        assert_eq!(escape_like("a_b\\c"), "a\\_b\\\\c");
+        assert_eq!(escape_like("laptop"), "laptop");
+    }
+}

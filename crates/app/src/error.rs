@@ -1,0 +1,183 @@
+//! The one error type of the HTTP API: every failure becomes a status code and a JSON body
+//! `{"error": "...", "detail": ...}` here, and nowhere else.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request cannot be understood (bad id, bad query parameter, malformed JSON).
+    #[error("{message}")]
+    BadRequest { message: String, detail: Option<Value> },
+
+    /// The request is well-formed but a field's value is not acceptable.
+    #[error("invalid value for `{field}`: {message}")]
+    Invalid { field: String, message: String },
+
+    #[error("{0} not found")]
+    NotFound(String),
+
+    /// The write conflicts with existing data (a duplicate SKU).
+    #[error("{message}")]
+    Conflict { field: &'static str, message: String },
+
+    /// PostgreSQL cannot be reached (pool timeout, connection refused, query timeout).
+    #[error("database unavailable")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Error::BadRequest { message: message.into(), detail: None }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid { field: field.into(), message: message.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn detail(&self) -> Value {
+        match self {
+            Error::BadRequest { detail, .. } => detail.clone().unwrap_or(Value::Null),
+            Error::Invalid { field, message } => json!({ "field": field, "reason": message }),
+            Error::Conflict { field, message } => json!({ "field": field, "reason": message }),
+            Error::DatabaseUnavailable(_) => {
+                json!("PostgreSQL is not reachable; cached entries are still served")
+            }
+            Error::NotFound(_) | Error::Database(_) => Value::Null,
+        }
+    }
+}
+
+/// Classifies a database error: connection-level failures are 503 (the caller may retry), constraint
+/// violations name the field at fault, anything else is an internal error.
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Error::DatabaseUnavailable(e),
+            sqlx::Error::Database(db) => match constraint_field(db.constraint()) {
+                Some(("sku", _)) => {
+                    Error::Conflict { field: "sku", message: "a product with this SKU already exists".into() }
+                }
+                Some((field, message)) => Error::invalid(field, message),
+                // 57P01 admin_shutdown, 57P03 cannot_connect_now: the server is going away.
+                None if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")) => {
+                    Error::DatabaseUnavailable(e)
+                }
+                None => Error::Database(e),
+            },
+            _ => Error::Database(e),
+        }
+    }
+}
+
+/// Maps the constraint names of `init.sql` to the API field they guard.
+fn constraint_field(constraint: Option<&str>) -> Option<(&'static str, &'static str)> {
+    Some(match constraint? {
+        "products_sku_key" => ("sku", "already exists"),
+        "products_name_not_blank" => ("name", "must not be blank"),
+        "products_price_nonnegative" => ("price", "must be at least 0"),
+        "products_stock_nonnegative" => ("stock", "must be at least 0"),
+        "products_category_id_fkey" => ("category_id", "no category with this id"),
+        _ => return None,
+    })
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Error::Database(e) => tracing::error!(error = %e, "database error"),
+            Error::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            _ => {}
+        }
+        let body = json!({ "error": self.to_string(), "detail": self.detail() });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for Error {
+    fn from(r: JsonRejection) -> Self {
+        let message = r.body_text();
+        match r {
+            // Well-formed JSON of the wrong shape (unknown field, wrong type, missing field): name the field.
+            JsonRejection::JsonDataError(_) => {
+                let reason =
+                    message.trim_start_matches("Failed to deserialize the JSON body into the target type: ").to_owned();
+                Error::invalid(field_of_serde_error(&reason), reason)
+            }
+            _ => Error::bad_request(message),
+        }
+    }
+}
+
+/// The field a serde error is about: `unknown field `x`` names it, otherwise serde_path_to_error puts the
+/// path before the first `: ` ("price: invalid type ...").
+fn field_of_serde_error(reason: &str) -> String {
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some((_, rest)) = reason.split_once(marker)
+            && let Some((field, _)) = rest.split_once('`')
+        {
+            return field.to_owned();
+        }
+    }
+    match reason.split_once(": ") {
+        Some((path, _)) if !path.contains(' ') && path != "." => path.to_owned(),
+        _ => "body".to_owned(),
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(r: QueryRejection) -> Self {
+        Error::bad_request(r.body_text())
+    }
+}
+
+impl From<PathRejection> for Error {
+    fn from(r: PathRejection) -> Self {
+        Error::bad_request(r.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_errors_name_their_field() {
+        assert_eq!(field_of_serde_error("unknown field `colour`, expected one of `name`"), "colour");
+        assert_eq!(field_of_serde_error("missing field `sku` at line 1 column 2"), "sku");
+        assert_eq!(field_of_serde_error("price: invalid type: string \"x\", expected f64"), "price");
+        assert_eq!(field_of_serde_error("invalid type: map, expected a string"), "body");
+    }
+
+    #[test]
+    fn constraint_names_map_to_fields() {
+        assert_eq!(constraint_field(Some("products_price_nonnegative")).map(|f| f.0), Some("price"));
+        assert_eq!(constraint_field(Some("something_else")), None);
+        assert_eq!(constraint_field(None), None);
+    }
+}

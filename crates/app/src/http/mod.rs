@@ -1,0 +1,56 @@
+//! The HTTP API: one router per resource, merged here, with the request-metrics middleware.
+
+mod catalog;
+mod extract;
+mod ops;
+mod products;
+pub mod respond;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::cache::Outcome;
+use crate::error::Error;
+use crate::state::AppState;
+
+/// Upper bound of any request; the database and Redis have tighter bounds of their own.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(catalog::router())
+        .merge(products::router())
+        .merge(ops::router())
+        .fallback(|| async { Error::NotFound("route".into()) })
+        .method_not_allowed_fallback(|| async {
+            (StatusCode::METHOD_NOT_ALLOWED, Error::bad_request("method not allowed").into_response().into_body())
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .with_state(state)
+}
+
+/// Records `http_request_duration_seconds{route, method, status, source}`.
+async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let source = response.extensions().get::<Outcome>().map_or("none", |o| o.source());
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str(), source])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

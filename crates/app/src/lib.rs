@@ -1,0 +1,27 @@
+//! cache-demo: a product catalogue in PostgreSQL served through a Redis cache-aside layer.
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
+pub use crate::config::Config;
+pub use crate::state::AppState;
+
+/// Serves the app on `listener` until `shutdown` completes, then lets in-flight requests finish.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = http::router(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
