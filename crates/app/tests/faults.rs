@@ -158,6 +158,18 @@ async fn starts_and_serves_without_redis() {
     assert_eq!(w.json["invalidated"]["complete"], false);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_through_a_tls_redis() {
+    let redis = blocking(|| RedisServer::start(RedisOptions { tls: true, ..Default::default() })).expect("TLS redis");
+    let (db_url, _) = fresh_db(shared_pg().await).await;
+    let app = TestApp::start_on(&db_url, &redis.url(), |_| {}).await;
+    assert!(redis.url().starts_with("rediss://"));
+    assert_eq!(app.get("/api/products/1").await.x_cache(), "MISS");
+    assert_eq!(app.get("/api/products/1").await.x_cache(), "HIT");
+    let ttl = blocking(|| redis.cli(&["TTL", &app.key("product:1")])).expect("TTL over TLS");
+    assert!(ttl.parse::<i64>().is_ok_and(|t| t > 0), "TTL {ttl}");
+}
+
 /// Captures this test's log lines (current-thread runtime: the app's tasks log on this thread).
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);

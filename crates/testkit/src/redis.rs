@@ -27,12 +27,15 @@ pub struct RedisOptions {
     pub policy: String,
     /// `--requirepass`; also used by [`RedisServer::cli`] and put in [`RedisServer::url`].
     pub password: Option<String>,
+    /// Serve TLS only (a self-signed certificate made with `openssl`); the URL becomes
+    /// `rediss://127.0.0.1:PORT/#insecure` (the client skips verification of that certificate).
+    pub tls: bool,
 }
 
 impl Default for RedisOptions {
     /// 64mb, allkeys-lru, no password.
     fn default() -> Self {
-        RedisOptions { maxmemory: "64mb".into(), policy: "allkeys-lru".into(), password: None }
+        RedisOptions { maxmemory: "64mb".into(), policy: "allkeys-lru".into(), password: None, tls: false }
     }
 }
 
@@ -76,9 +79,10 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT/`, or `redis://:PASSWORD@127.0.0.1:PORT/` with a password
     /// (percent-encoded).
     pub fn url(&self) -> String {
+        let (scheme, fragment) = if self.opts.tls { ("rediss", "#insecure") } else { ("redis", "") };
         match &self.opts.password {
-            Some(password) => format!("redis://:{}@127.0.0.1:{}/", percent_encode(password), self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(password) => format!("{scheme}://:{}@127.0.0.1:{}/{fragment}", percent_encode(password), self.port),
+            None => format!("{scheme}://127.0.0.1:{}/{fragment}", self.port),
         }
     }
 
@@ -157,6 +161,9 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> Result<String, Error> {
         let mut cmd = Command::new("redis-cli");
         cmd.args(["-e", "-h", "127.0.0.1", "-p"]).arg(self.port.to_string());
+        if self.opts.tls {
+            cmd.args(["--tls", "--insecure"]);
+        }
         if let Some(password) = &self.opts.password {
             cmd.args(["--no-auth-warning", "-a", password]);
         }
@@ -190,9 +197,20 @@ impl RedisServer {
     fn launch(&mut self) -> Result<(), Error> {
         let (stdout, stderr, log_offset) = self.log.open()?;
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
-            .args(["--save", "", "--appendonly", "no", "--dir"])
+        cmd.args(["--bind", "127.0.0.1"]);
+        if self.opts.tls {
+            let (cert, key) = self.self_signed_certificate()?;
+            cmd.args(["--port", "0", "--tls-port"])
+                .arg(self.port.to_string())
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.arg("--port").arg(self.port.to_string());
+        }
+        cmd.args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
             .args(["--maxmemory", &self.opts.maxmemory])
             .args(["--maxmemory-policy", &self.opts.policy]);
@@ -212,6 +230,21 @@ impl RedisServer {
                 Err(e)
             }
         }
+    }
+
+    /// A certificate for 127.0.0.1 in the server's directory, made once.
+    fn self_signed_certificate(&self) -> Result<(std::path::PathBuf, std::path::PathBuf), Error> {
+        let (cert, key) = (self.dir.path().join("tls.crt"), self.dir.path().join("tls.key"));
+        if !cert.exists() {
+            let mut cmd = Command::new("openssl");
+            cmd.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert);
+            process::run(&mut cmd, CLI_TIMEOUT)?;
+        }
+        Ok((cert, key))
     }
 
     fn wait_ready(&self, child: &mut Child, log_offset: u64) -> Result<(), Error> {

@@ -42,6 +42,8 @@ impl RedisClient {
         timeout: Duration,
         metrics: Metrics,
     ) -> Result<Arc<Self>, RedisError> {
+        // `rediss://` needs a process-wide TLS crypto provider; choosing one twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut info = url.into_connection_info()?;
         if let Some(pw) = password.filter(|p| !p.is_empty()) {
             let settings = info.redis_settings().clone().set_password(pw);
