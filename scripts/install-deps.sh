@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what cache-demo needs to run and test on Debian/Ubuntu: PostgreSQL and Redis servers from the
 # distribution (never started as services: the project starts its own throwaway instances), plus the Rust
-# components `make test` uses. Does nothing for what is already there.
+# components `make test` uses, and Chromium + Node.js for the dashboard tests. Does nothing for what is there.
 set -euo pipefail
 
 have_postgres() {
@@ -16,6 +16,10 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The dashboard's browser tests: Debian's Chromium driven by Playwright from npm.
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then

@@ -7,6 +7,7 @@ use crate::cache::{Cache, Keyspace, RedisClient, Ttls};
 use crate::config::Config;
 use crate::db::{Db, DbOptions};
 use crate::metrics::Metrics;
+use crate::recent::Recent;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -14,6 +15,7 @@ pub struct AppState {
     pub db: Db,
     pub cache: Cache,
     pub metrics: Metrics,
+    pub recent: Recent,
     pub started: Instant,
 }
 
@@ -47,6 +49,13 @@ impl AppState {
             product: secs(config.cache_ttl_product_secs),
         };
         let cache = Cache::new(redis, Keyspace::new(&config.cache_prefix), ttls, metrics.clone());
-        Ok(AppState { config: Arc::new(config), db, cache, metrics, started: Instant::now() })
+        Ok(AppState {
+            config: Arc::new(config),
+            db,
+            cache,
+            metrics,
+            recent: Recent::default(),
+            started: Instant::now(),
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: one router per resource, merged here, with the request-metrics middleware.
 
 mod catalog;
+mod dashboard;
 mod extract;
 mod ops;
 mod products;
@@ -25,6 +26,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(catalog::router())
+        .merge(dashboard::router())
         .merge(products::router())
         .merge(ops::router())
         .fallback(|| async { Error::NotFound("route".into()) })
@@ -36,9 +38,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Records `http_request_duration_seconds{route, method, status, source}`.
+/// Records `http_request_duration_seconds{route, method, status, source}` and the recent-requests list.
 async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let listed = crate::recent::Recent::wants(request.uri().path())
+        .then(|| request.uri().path_and_query().map_or_else(|| request.uri().path().to_owned(), |p| p.to_string()));
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -46,11 +50,17 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().clone();
     let response = next.run(request).await;
-    let source = response.extensions().get::<Outcome>().map_or("none", |o| o.source());
+    let outcome = response.extensions().get::<Outcome>().copied();
+    let source = outcome.map_or("none", |o| o.source());
+    let elapsed = started.elapsed();
     state
         .metrics
         .http_duration
         .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str(), source])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
+    if let Some(path) = listed {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        state.recent.push(method.as_str(), &path, response.status().as_u16(), outcome.map(Outcome::header), ms);
+    }
     response
 }

@@ -1,0 +1,78 @@
+//! The last requests the app served, for the dashboard's "Recent requests" table.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+pub const CAPACITY: usize = 20;
+const MAX_PATH_CHARS: usize = 120;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentRequest {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// `HIT`, `MISS` or `BYPASS`; absent for requests that do not use the cache.
+    pub cache: Option<&'static str>,
+    pub ms: f64,
+}
+
+#[derive(Clone, Default)]
+pub struct Recent {
+    inner: Arc<Mutex<VecDeque<RecentRequest>>>,
+}
+
+impl Recent {
+    /// Whether a request is worth listing: the API a person calls, not the dashboard's own polling,
+    /// probes, metrics or static files.
+    pub fn wants(path: &str) -> bool {
+        path.starts_with("/api/") && !matches!(path, "/api/stats" | "/api/recent" | "/api/ttl")
+    }
+
+    pub fn push(&self, method: &str, path: &str, status: u16, cache: Option<&'static str>, ms: f64) {
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let path: String = path.chars().take(MAX_PATH_CHARS).collect();
+        let entry = RecentRequest { at_ms, method: method.to_owned(), path, status, cache, ms };
+        let mut list = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() == CAPACITY {
+            list.pop_back();
+        }
+        list.push_front(entry);
+    }
+
+    /// Newest first.
+    pub fn snapshot(&self) -> Vec<RecentRequest> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_twenty_newest_first() {
+        let r = Recent::default();
+        for i in 0..25 {
+            r.push("GET", &format!("/api/products/{i}"), 200, Some("HIT"), 0.1);
+        }
+        let s = r.snapshot();
+        assert_eq!(s.len(), CAPACITY);
+        assert_eq!(s[0].path, "/api/products/24");
+        assert_eq!(s[CAPACITY - 1].path, "/api/products/5");
+    }
+
+    #[test]
+    fn polling_and_probes_are_not_listed() {
+        assert!(Recent::wants("/api/products/1"));
+        assert!(Recent::wants("/api/compare"));
+        assert!(!Recent::wants("/api/stats"));
+        assert!(!Recent::wants("/api/recent"));
+        assert!(!Recent::wants("/healthz"));
+        assert!(!Recent::wants("/assets/app.js"));
+    }
+}
