@@ -66,6 +66,11 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        // process_resident_memory_bytes, process_cpu_seconds_total, ... (Linux only).
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process metrics register once per registry");
         Metrics { registry, cache_requests, http_duration, db_duration, redis_duration, invalidated_keys, redis_up }
     }
 

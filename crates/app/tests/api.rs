@@ -293,6 +293,8 @@ async fn metrics_count_outcomes_and_time_requests() {
     assert!(m.contains(r#"db_query_duration_seconds_count{query="product"} 2"#), "{m}");
     assert!(m.contains(r#"redis_command_duration_seconds_count{command="lookup"}"#), "{m}");
     assert!(m.contains("redis_up 1"), "{m}");
+    let rss = m.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).expect("resident memory metric");
+    assert!(rss.parse::<f64>().is_ok_and(|b| b > 1_000_000.0), "{rss}");
 }
 
 #[tokio::test]
