@@ -78,6 +78,74 @@ pub struct Config {
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
     pub redis_timeout_ms: u64,
 
+    /// TTL jitter: every TTL is spread by up to ± this percentage so keys written together expire apart (0 = off).
+    #[arg(long, env = "CACHE_TTL_JITTER_PCT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=50))]
+    pub cache_ttl_jitter_pct: u8,
+
+    /// Stampede protection: concurrent misses of one key in this process share one database query.
+    #[arg(long, env = "SINGLE_FLIGHT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub single_flight: bool,
+
+    /// How long a request waits for another request's load of the same key before querying itself.
+    #[arg(long, env = "SINGLE_FLIGHT_WAIT_MS", default_value_t = 2_000)]
+    pub single_flight_wait_ms: u64,
+
+    /// Stampede protection across replicas: a short Redis lock (`SET NX PX`) per key being loaded.
+    #[arg(long, env = "STAMPEDE_LOCK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub stampede_lock: bool,
+
+    /// Expiry of the stampede lock, in milliseconds (bounds how long other replicas wait for it).
+    #[arg(long, env = "STAMPEDE_LOCK_TTL_MS", default_value_t = 3_000)]
+    pub stampede_lock_ttl_ms: u64,
+
+    /// Circuit breaker for Redis: after repeated failures stop calling Redis for a cool-down.
+    #[arg(long, env = "BREAKER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub breaker_enabled: bool,
+
+    /// Consecutive Redis failures (errors or timeouts) that open the breaker.
+    #[arg(long, env = "BREAKER_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_failures: u32,
+
+    /// How long the breaker stays open before a probe is let through, in milliseconds.
+    #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value_t = 3_000)]
+    pub breaker_cooldown_ms: u64,
+
+    /// Two-level cache: an in-process LRU in front of Redis (off by default: the demo shows Redis).
+    #[arg(long, env = "L1_ENABLED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub l1_enabled: bool,
+
+    /// Time to live of L1 entries, in milliseconds.
+    #[arg(long, env = "L1_TTL_MS", default_value_t = 5_000)]
+    pub l1_ttl_ms: u64,
+
+    /// Maximum number of L1 entries.
+    #[arg(long, env = "L1_MAX_ENTRIES", default_value_t = 10_000)]
+    pub l1_max_entries: u64,
+
+    /// How long a write waits for other replicas to confirm they dropped the entry from their L1.
+    #[arg(long, env = "INVALIDATION_ACK_TIMEOUT_MS", default_value_t = 500)]
+    pub invalidation_ack_timeout_ms: u64,
+
+    /// Write-through: after an update, store the new product in the cache instead of only deleting it.
+    #[arg(long, env = "WRITE_THROUGH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub write_through: bool,
+
+    /// Warm the cache (category stats, top products and their pages) at start-up.
+    #[arg(long, env = "WARM_ON_START", default_value_t = false, action = clap::ArgAction::Set)]
+    pub warm_on_start: bool,
+
+    /// Warm the cache every this many seconds (0 = never).
+    #[arg(long, env = "WARM_INTERVAL_SECS", default_value_t = 0)]
+    pub warm_interval_secs: u64,
+
+    /// How many top products warming loads.
+    #[arg(long, env = "WARM_TOP_N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub warm_top_n: u32,
+
+    /// Bearer token required by the admin routes and the flush when set (`Authorization: Bearer <token>`).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::{Cache, Keyspace, RedisClient, Ttls};
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{BreakerConfig, Cache, CacheOptions, Keyspace, RedisClient, Ttls};
 use crate::config::Config;
 use crate::db::{Db, DbOptions};
 use crate::metrics::Metrics;
@@ -17,6 +19,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub recent: Recent,
     pub started: Instant,
+    /// Cancelled when the server stops; every background task watches it.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -34,10 +38,16 @@ impl AppState {
             metrics.clone(),
         )
         .map_err(|e| anyhow::anyhow!("invalid DATABASE_URL: {e}"))?;
+        let breaker = BreakerConfig {
+            enabled: config.breaker_enabled,
+            failures: config.breaker_failures,
+            cooldown: Duration::from_millis(config.breaker_cooldown_ms),
+        };
         let redis = RedisClient::connect(
             &config.redis_url,
             config.redis_password.as_deref(),
             config.redis_timeout(),
+            breaker,
             metrics.clone(),
         )
         .map_err(|e| anyhow::anyhow!("invalid REDIS_URL: {e}"))?;
@@ -48,7 +58,19 @@ impl AppState {
             top_products: secs(config.cache_ttl_top_secs),
             product: secs(config.cache_ttl_product_secs),
         };
-        let cache = Cache::new(redis, Keyspace::new(&config.cache_prefix), ttls, metrics.clone());
+        let opts = CacheOptions {
+            ttls,
+            ttl_jitter_pct: config.cache_ttl_jitter_pct,
+            single_flight: config.single_flight,
+            single_flight_wait: Duration::from_millis(config.single_flight_wait_ms),
+            stampede_lock: config.stampede_lock,
+            stampede_lock_ttl: Duration::from_millis(config.stampede_lock_ttl_ms),
+            l1: config.l1_enabled.then(|| (config.l1_max_entries, Duration::from_millis(config.l1_ttl_ms))),
+            invalidation_ack_timeout: Duration::from_millis(config.invalidation_ack_timeout_ms),
+        };
+        let cache = Cache::new(redis, Keyspace::new(&config.cache_prefix), opts, metrics.clone());
+        let shutdown = CancellationToken::new();
+        cache.start(shutdown.clone());
         Ok(AppState {
             config: Arc::new(config),
             db,
@@ -56,6 +78,7 @@ impl AppState {
             metrics,
             recent: Recent::default(),
             started: Instant::now(),
+            shutdown,
         })
     }
 }

@@ -77,19 +77,36 @@ async fn responses_carry_the_expected_data() {
 }
 
 #[tokio::test]
-async fn entries_get_the_configured_ttl() {
+async fn entries_get_the_configured_ttl_with_jitter() {
     let app = TestApp::start_with(|c| {
         c.cache_ttl_secs = 60;
         c.cache_ttl_categories_secs = Some(300);
+        c.cache_ttl_jitter_pct = 10;
     })
     .await;
     let redis = shared_redis().await;
-    app.get("/api/products/1").await;
     app.get("/api/categories").await;
-    let ttl: i64 = redis.cli(&["TTL", &app.key("product:1")]).expect("TTL").parse().expect("number");
-    assert!((1..=60).contains(&ttl), "TTL product:1 = {ttl}");
     let ttl: i64 = redis.cli(&["TTL", &app.key("categories:stats")]).expect("TTL").parse().expect("number");
-    assert!((61..=300).contains(&ttl), "TTL categories:stats = {ttl}");
+    assert!((269..=330).contains(&ttl), "TTL categories:stats = {ttl}, expected 300 ± 10%");
+    let mut pttls = Vec::new();
+    for id in 1..=20 {
+        app.get(&format!("/api/products/{id}")).await;
+        let ms: i64 = redis.cli(&["PTTL", &app.key(&format!("product:{id}"))]).expect("PTTL").parse().expect("number");
+        assert!((53_000..=66_000).contains(&ms), "PTTL product:{id} = {ms}, expected 60 s ± 10%");
+        pttls.push(ms / 1000);
+    }
+    pttls.sort_unstable();
+    pttls.dedup();
+    assert!(pttls.len() >= 5, "keys written together expire at different seconds: {pttls:?}");
+}
+
+#[tokio::test]
+async fn without_jitter_every_entry_gets_the_exact_ttl() {
+    let app = TestApp::start_with(|c| c.cache_ttl_jitter_pct = 0).await;
+    let redis = shared_redis().await;
+    app.get("/api/products/1").await;
+    let ttl: i64 = redis.cli(&["TTL", &app.key("product:1")]).expect("TTL").parse().expect("number");
+    assert!((59..=60).contains(&ttl), "TTL product:1 = {ttl}");
 }
 
 #[tokio::test]

@@ -14,8 +14,13 @@
 //! the time its fill runs (the fill and the token change are atomic scripts): the fill is skipped. Tokens are
 //! random, never counters, so an evicted or flushed hash cannot make an old token valid again.
 
+mod breaker;
+mod bus;
+mod flight;
 mod keys;
+mod l1;
 mod redis;
+mod ttl;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,10 +29,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
+pub use self::breaker::{BreakerConfig, State as BreakerState};
+pub use self::bus::Announced;
+use self::bus::Bus;
+use self::flight::{Flights, Join, Shared};
 pub use self::keys::{CacheKey, Endpoint, Keyspace, Scope, normalize_term};
+use self::l1::L1;
+pub use self::l1::L1Stats;
 pub use self::redis::{CacheError, RedisClient};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
 /// Where a response came from; drives the `X-Cache` header, `source` in the body, and the metrics label.
@@ -73,8 +85,58 @@ impl Outcome {
 pub struct Cached {
     pub data: Bytes,
     pub outcome: Outcome,
+    /// Which cache answered a hit.
+    pub level: Option<Level>,
+    /// Whether this request stored the value in Redis.
+    pub stored: bool,
     pub redis_time: Option<Duration>,
     pub db_time: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The in-process cache.
+    L1,
+    /// Redis.
+    L2,
+}
+
+impl Level {
+    pub fn label(self) -> &'static str {
+        match self {
+            Level::L1 => "L1",
+            Level::L2 => "L2",
+        }
+    }
+}
+
+/// How the cache behaves; every pattern has its switch here.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    pub ttls: Ttls,
+    pub ttl_jitter_pct: u8,
+    pub single_flight: bool,
+    pub single_flight_wait: Duration,
+    pub stampede_lock: bool,
+    pub stampede_lock_ttl: Duration,
+    /// `Some((max entries, ttl))` turns the L1 on.
+    pub l1: Option<(u64, Duration)>,
+    pub invalidation_ack_timeout: Duration,
+}
+
+impl CacheOptions {
+    pub fn plain(ttl: Duration) -> Self {
+        CacheOptions {
+            ttls: Ttls::uniform(ttl),
+            ttl_jitter_pct: 0,
+            single_flight: false,
+            single_flight_wait: Duration::from_secs(2),
+            stampede_lock: false,
+            stampede_lock_ttl: Duration::from_secs(3),
+            l1: None,
+            invalidation_ack_timeout: Duration::from_millis(500),
+        }
+    }
 }
 
 /// TTL of each endpoint's entries.
@@ -127,6 +189,9 @@ pub struct Invalidation {
     pub keys: Vec<String>,
     /// False when Redis could not be reached: entries may stay until their TTL ends.
     pub complete: bool,
+    /// Replicas told to drop the entries from their L1, and how many confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Announced>,
 }
 
 const LOOKUP: &str = r"
@@ -167,12 +232,16 @@ pub struct Cache {
 struct Inner {
     redis: Arc<RedisClient>,
     keyspace: Keyspace,
-    ttls: Ttls,
+    opts: CacheOptions,
     metrics: Metrics,
     counters: Counters,
+    flights: Flights,
+    l1: Option<Arc<L1>>,
+    bus: Arc<Bus>,
     lookup: ::redis::Script,
     fill: ::redis::Script,
     bump: ::redis::Script,
+    unlock: ::redis::Script,
 }
 
 enum Lookup {
@@ -180,20 +249,64 @@ enum Lookup {
     Miss { token: String },
 }
 
+/// A value obtained on a miss.
+struct Loaded {
+    data: Bytes,
+    db_time: Option<Duration>,
+    stored: bool,
+    /// Found in Redis after waiting for another replica's load (stampede lock).
+    from_redis: bool,
+    /// Answered by a concurrent request's load.
+    coalesced: bool,
+}
+
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 impl Cache {
-    pub fn new(redis: Arc<RedisClient>, keyspace: Keyspace, ttls: Ttls, metrics: Metrics) -> Self {
+    pub fn new(redis: Arc<RedisClient>, keyspace: Keyspace, opts: CacheOptions, metrics: Metrics) -> Self {
+        let l1 = opts.l1.map(|(max, ttl)| Arc::new(L1::new(max, ttl, keyspace.clone(), metrics.clone())));
+        let bus =
+            Bus::new(redis.clone(), keyspace.prefix(), l1.clone(), opts.invalidation_ack_timeout, metrics.clone());
         Cache {
             inner: Arc::new(Inner {
                 redis,
                 keyspace,
-                ttls,
+                opts,
                 metrics,
                 counters: Counters::default(),
+                flights: Flights::default(),
+                l1,
+                bus,
                 lookup: ::redis::Script::new(LOOKUP),
                 fill: ::redis::Script::new(FILL),
                 bump: ::redis::Script::new(BUMP_AND_UNLINK),
+                unlock: ::redis::Script::new(UNLOCK),
             }),
         }
+    }
+
+    /// Starts the background work (the invalidation subscription) until `shutdown`.
+    pub fn start(&self, shutdown: CancellationToken) {
+        tokio::spawn(self.inner.bus.clone().run(shutdown));
+    }
+
+    pub fn options(&self) -> &CacheOptions {
+        &self.inner.opts
+    }
+
+    pub fn l1_stats(&self) -> Option<L1Stats> {
+        self.inner.l1.as_ref().map(|l1| l1.stats())
+    }
+
+    pub fn invalidation_subscribed(&self) -> bool {
+        self.inner.bus.is_subscribed()
+    }
+
+    pub fn invalidation_channel(&self) -> &str {
+        self.inner.bus.channel()
     }
 
     pub fn keyspace(&self) -> &Keyspace {
@@ -201,15 +314,16 @@ impl Cache {
     }
 
     pub fn ttls(&self) -> &Ttls {
-        &self.inner.ttls
+        &self.inner.opts.ttls
     }
 
     pub fn redis(&self) -> &RedisClient {
         &self.inner.redis
     }
 
-    /// Cache-aside: the entry from Redis, or `load` from PostgreSQL and store it. With `bypass`, only `load`.
-    /// Redis failures never fail the request: the value is loaded and the outcome is `Error`.
+    /// Cache-aside: the entry from L1 (when on) or Redis, else `load` from PostgreSQL and store it. With
+    /// `bypass`, only `load`. Redis failures never fail the request: the value is loaded and the outcome is
+    /// `Error`.
     pub async fn get_or_load<T, F, Fut>(&self, key: &CacheKey, bypass: bool, load: F) -> Result<Cached>
     where
         T: Serialize,
@@ -218,24 +332,187 @@ impl Cache {
     {
         if bypass {
             let (data, db_time) = load_json(load).await?;
-            return Ok(self.record(key, Cached { data, outcome: Outcome::Bypass, redis_time: None, db_time }));
+            let cached =
+                Cached { data, outcome: Outcome::Bypass, level: None, stored: false, redis_time: None, db_time };
+            return Ok(self.record(key, cached));
         }
+        let full = self.inner.keyspace.full(key);
+        let l1 = self.inner.l1.as_ref().filter(|l1| l1.is_active());
+        if let Some(data) = l1.and_then(|l1| l1.get(&full)) {
+            let cached = Cached {
+                data,
+                outcome: Outcome::Hit,
+                level: Some(Level::L1),
+                stored: false,
+                redis_time: None,
+                db_time: None,
+            };
+            return Ok(self.record(key, cached));
+        }
+        let epoch = l1.map(|l1| l1.epoch());
         let started = Instant::now();
-        let looked_up = self.lookup(key).await;
+        let looked_up = self.lookup(key, &full).await;
         let redis_time = Some(started.elapsed());
         let cached = match looked_up {
-            Ok(Lookup::Hit(data)) => Cached { data, outcome: Outcome::Hit, redis_time, db_time: None },
+            Ok(Lookup::Hit(data)) => {
+                if let (Some(l1), Some(e)) = (l1, epoch) {
+                    l1.insert_if_current(&full, data.clone(), e);
+                }
+                Cached { data, outcome: Outcome::Hit, level: Some(Level::L2), stored: false, redis_time, db_time: None }
+            }
             Ok(Lookup::Miss { token }) => {
-                let (data, db_time) = load_json(load).await?;
-                self.fill(key, &token, &data).await;
-                Cached { data, outcome: Outcome::Miss, redis_time, db_time }
+                let loaded = self.load_on_miss(key, &full, Some(&token), load).await?;
+                if let (Some(l1), Some(e), true) = (l1, epoch, loaded.stored || loaded.from_redis) {
+                    l1.insert_if_current(&full, loaded.data.clone(), e);
+                }
+                let (outcome, level) =
+                    if loaded.from_redis { (Outcome::Hit, Some(Level::L2)) } else { (Outcome::Miss, None) };
+                if loaded.coalesced {
+                    self.inner.metrics.coalesced.with_label_values(&[key.endpoint.label()]).inc();
+                }
+                Cached { data: loaded.data, outcome, level, stored: loaded.stored, redis_time, db_time: loaded.db_time }
             }
             Err(_) => {
-                let (data, db_time) = load_json(load).await?;
-                Cached { data, outcome: Outcome::Error, redis_time, db_time }
+                let loaded = self.load_on_miss(key, &full, None, load).await?;
+                if loaded.coalesced {
+                    self.inner.metrics.coalesced.with_label_values(&[key.endpoint.label()]).inc();
+                }
+                Cached {
+                    data: loaded.data,
+                    outcome: Outcome::Error,
+                    level: None,
+                    stored: false,
+                    redis_time,
+                    db_time: loaded.db_time,
+                }
             }
         };
         Ok(self.record(key, cached))
+    }
+
+    /// A miss: share a concurrent load of the same key and generation when single-flight is on, else lead.
+    async fn load_on_miss<T, F, Fut>(&self, key: &CacheKey, full: &str, token: Option<&str>, load: F) -> Result<Loaded>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        if !self.inner.opts.single_flight {
+            return self.lead(key, full, token, load).await;
+        }
+        match self.inner.flights.join(full, token) {
+            Join::Leader(lead) => {
+                let result = self.lead(key, full, token, load).await;
+                lead.finish(match &result {
+                    Ok(l) => Shared::Value(l.data.clone()),
+                    Err(Error::NotFound(what)) => Shared::NotFound(what.clone()),
+                    Err(_) => Shared::Failed,
+                });
+                result
+            }
+            Join::Follower(rx) => match flight::follow(rx, self.inner.opts.single_flight_wait).await {
+                Some(Shared::Value(data)) => {
+                    Ok(Loaded { data, db_time: None, stored: false, from_redis: false, coalesced: true })
+                }
+                Some(Shared::NotFound(what)) => Err(Error::NotFound(what)),
+                // The leader failed or is slow: ask the database ourselves.
+                _ => self.load_and_fill(key, full, token, load).await,
+            },
+        }
+    }
+
+    /// The one load of a key in this process; with the stampede lock, the one load across replicas.
+    async fn lead<T, F, Fut>(&self, key: &CacheKey, full: &str, token: Option<&str>, load: F) -> Result<Loaded>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        if !self.inner.opts.stampede_lock || token.is_none() {
+            return self.load_and_fill(key, full, token, load).await;
+        }
+        let lock_key = format!("{}:lock:{}", self.inner.keyspace.prefix(), key.name());
+        let owner = new_token();
+        let ttl_ms = self.inner.opts.stampede_lock_ttl.as_millis() as u64;
+        let acquired: Result<Option<String>, _> = self
+            .inner
+            .redis
+            .run("lock", |mut conn| {
+                let (lock_key, owner) = (lock_key.clone(), owner.clone());
+                async move {
+                    ::redis::cmd("SET")
+                        .arg(&lock_key)
+                        .arg(&owner)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .query_async(&mut conn)
+                        .await
+                }
+            })
+            .await;
+        match acquired {
+            Ok(Some(_)) => {
+                self.inner.metrics.stampede_lock.with_label_values(&["acquired"]).inc();
+                let result = self.load_and_fill(key, full, token, load).await;
+                let script = &self.inner.unlock;
+                let _: Result<i64, _> =
+                    self.inner
+                        .redis
+                        .run("unlock", |mut conn| async move {
+                            script.key(&lock_key).arg(&owner).invoke_async(&mut conn).await
+                        })
+                        .await;
+                result
+            }
+            Ok(None) => {
+                // Another replica is loading: wait for its value to appear, bounded, then load ourselves.
+                let deadline =
+                    Instant::now() + self.inner.opts.single_flight_wait.min(self.inner.opts.stampede_lock_ttl);
+                while Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let found: Result<Option<Vec<u8>>, _> = self
+                        .inner
+                        .redis
+                        .run(
+                            "get",
+                            |mut conn| async move { ::redis::cmd("GET").arg(full).query_async(&mut conn).await },
+                        )
+                        .await;
+                    match found {
+                        Ok(Some(bytes)) => {
+                            self.inner.metrics.stampede_lock.with_label_values(&["waited"]).inc();
+                            return Ok(Loaded {
+                                data: Bytes::from(bytes),
+                                db_time: None,
+                                stored: false,
+                                from_redis: true,
+                                coalesced: false,
+                            });
+                        }
+                        Ok(None) => continue,
+                        Err(_) => break,
+                    }
+                }
+                self.inner.metrics.stampede_lock.with_label_values(&["timeout"]).inc();
+                self.load_and_fill(key, full, token, load).await
+            }
+            Err(_) => self.load_and_fill(key, full, token, load).await,
+        }
+    }
+
+    async fn load_and_fill<T, F, Fut>(&self, key: &CacheKey, full: &str, token: Option<&str>, load: F) -> Result<Loaded>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let (data, db_time) = load_json(load).await?;
+        let stored = match token {
+            Some(token) => self.fill(key, full, token, &data).await,
+            None => false,
+        };
+        Ok(Loaded { data, db_time, stored, from_redis: false, coalesced: false })
     }
 
     fn record(&self, key: &CacheKey, cached: Cached) -> Cached {
@@ -251,8 +528,7 @@ impl Cache {
         cached
     }
 
-    async fn lookup(&self, key: &CacheKey) -> Result<Lookup, CacheError> {
-        let full = self.inner.keyspace.full(key);
+    async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, CacheError> {
         let gens = self.inner.keyspace.generations();
         let field = key.scope.field();
         let fresh = new_token();
@@ -261,7 +537,7 @@ impl Cache {
             .inner
             .redis
             .run("lookup", |mut conn| async move {
-                script.key(&full).key(&gens).arg(&field).arg(&fresh).invoke_async(&mut conn).await
+                script.key(full).key(&gens).arg(&field).arg(&fresh).invoke_async(&mut conn).await
             })
             .await?;
         Ok(if found == 1 {
@@ -271,20 +547,20 @@ impl Cache {
         })
     }
 
-    /// Stores the loaded value unless a write changed the scope's generation meanwhile. Failures are logged
-    /// and counted by the Redis layer; the request has its answer already.
-    async fn fill(&self, key: &CacheKey, token: &str, data: &Bytes) {
-        let full = self.inner.keyspace.full(key);
+    /// Stores the loaded value, with a jittered TTL, unless a write changed the scope's generation meanwhile.
+    /// Failures are logged and counted by the Redis layer; the request has its answer already.
+    async fn fill(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) -> bool {
         let gens = self.inner.keyspace.generations();
         let field = key.scope.field();
-        let ttl_ms = self.inner.ttls.for_endpoint(key.endpoint).as_millis() as u64;
+        let ttl = ttl::random_jitter(self.inner.opts.ttls.for_endpoint(key.endpoint), self.inner.opts.ttl_jitter_pct);
+        let ttl_ms = ttl.as_millis() as u64;
         let script = &self.inner.fill;
         let stored: Result<i64, _> = self
             .inner
             .redis
             .run("fill", |mut conn| async move {
                 script
-                    .key(&full)
+                    .key(full)
                     .key(&gens)
                     .arg(&field)
                     .arg(token)
@@ -294,14 +570,27 @@ impl Cache {
                     .await
             })
             .await;
-        if let Ok(0) = stored {
-            tracing::debug!(key = key.name(), "fill skipped: a write changed the data while it was loading");
+        match stored {
+            Ok(1) => {
+                self.inner.metrics.ttl_seconds.observe(ttl.as_secs_f64());
+                true
+            }
+            Ok(_) => {
+                tracing::debug!(key = key.name(), "fill skipped: a write changed the data while it was loading");
+                false
+            }
+            Err(_) => false,
         }
     }
 
     /// After a committed write: new generations for `scopes`, then remove the entries they cover
     /// (the product's own key, and with [`Scope::Catalog`] every list and aggregate of this app).
     pub async fn invalidate(&self, scopes: &[Scope]) -> Invalidation {
+        // This replica first, synchronously; the others through the bus below.
+        if let Some(l1) = &self.inner.l1 {
+            l1.invalidate(scopes);
+        }
+        self.inner.flights.forget_untokened();
         let ks = &self.inner.keyspace;
         let gens = ks.generations();
         let direct: Vec<String> = scopes
@@ -352,6 +641,9 @@ impl Cache {
             }
         }
         result.keys.truncate(MAX_KEYS_LISTED);
+        if result.complete {
+            result.replicas = self.inner.bus.announce(Some(scopes)).await;
+        }
         self.inner.metrics.invalidated_keys.with_label_values(&["write"]).inc_by(result.count as u64);
         if !result.complete {
             tracing::warn!("cache invalidation incomplete: Redis unavailable; entries expire with their TTL");
@@ -363,6 +655,10 @@ impl Cache {
     pub async fn flush(&self) -> Result<usize, CacheError> {
         let removed = self.unlink_matching(|_| true).await?;
         self.reset_counters();
+        if let Some(l1) = &self.inner.l1 {
+            l1.reset(l1.is_active());
+        }
+        self.inner.bus.announce(None).await;
         self.inner.metrics.invalidated_keys.with_label_values(&["flush"]).inc_by(removed.len() as u64);
         Ok(removed.len())
     }

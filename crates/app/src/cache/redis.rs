@@ -10,12 +10,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisError, RedisResult};
 use tokio::sync::OnceCell;
 
+use super::breaker::{Breaker, BreakerConfig, Permit, State};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("redis is not connected")]
     NotConnected,
+    #[error("redis circuit breaker is open")]
+    CircuitOpen,
     #[error("redis command `{0}` timed out")]
     Timeout(&'static str),
     #[error("redis: {0}")]
@@ -28,9 +31,12 @@ const DOWN: u8 = 2;
 
 pub struct RedisClient {
     conn: OnceCell<ConnectionManager>,
+    /// Kept for dedicated connections (pub/sub).
+    client: Client,
     timeout: Duration,
     metrics: Metrics,
     state: AtomicU8,
+    breaker: Breaker,
 }
 
 impl RedisClient {
@@ -40,6 +46,7 @@ impl RedisClient {
         url: &str,
         password: Option<&str>,
         timeout: Duration,
+        breaker: BreakerConfig,
         metrics: Metrics,
     ) -> Result<Arc<Self>, RedisError> {
         // `rediss://` needs a process-wide TLS crypto provider; choosing one twice is harmless.
@@ -50,7 +57,14 @@ impl RedisClient {
             info = info.set_redis_settings(settings);
         }
         let client = Client::open(info)?;
-        let this = Arc::new(RedisClient { conn: OnceCell::new(), timeout, metrics, state: AtomicU8::new(UNKNOWN) });
+        let this = Arc::new(RedisClient {
+            conn: OnceCell::new(),
+            client: client.clone(),
+            timeout,
+            breaker: Breaker::new(breaker, metrics.clone()),
+            metrics,
+            state: AtomicU8::new(UNKNOWN),
+        });
         this.metrics.redis_up.set(0);
         // The task ends once connected (the manager reconnects by itself from then on) or when the client is dropped.
         tokio::spawn(connect_loop(Arc::downgrade(&this), client, timeout));
@@ -59,6 +73,22 @@ impl RedisClient {
 
     pub fn is_connected(&self) -> bool {
         self.conn.initialized() && self.state.load(Ordering::Relaxed) == UP
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn breaker_state(&self) -> State {
+        self.breaker.state()
+    }
+
+    pub fn breaker_enabled(&self) -> bool {
+        self.breaker.enabled()
     }
 
     /// Runs one Redis operation, bounded by the timeout and recorded as `redis_command_duration_seconds{command}`.
@@ -70,23 +100,31 @@ impl RedisClient {
         let Some(conn) = self.conn.get() else {
             return Err(CacheError::NotConnected);
         };
+        if self.breaker.permit() == Permit::Rejected {
+            return Err(CacheError::CircuitOpen);
+        }
         let start = Instant::now();
         let result = tokio::time::timeout(self.timeout, op(conn.clone())).await;
         self.metrics.redis_duration.with_label_values(&[command]).observe(start.elapsed().as_secs_f64());
         match result {
             Ok(Ok(v)) => {
+                self.breaker.success();
                 self.mark_up();
                 Ok(v)
             }
             Ok(Err(e)) => {
                 if is_connectivity(&e) {
+                    self.breaker.failure();
                     self.mark_down(&e.to_string());
                 } else {
+                    // Redis answered (with an error reply): it is reachable.
+                    self.breaker.success();
                     tracing::debug!(command, error = %e, "redis command failed");
                 }
                 Err(CacheError::Redis(e))
             }
             Err(_) => {
+                self.breaker.failure();
                 self.mark_down("timed out");
                 Err(CacheError::Timeout(command))
             }

@@ -11,6 +11,7 @@ use crate::cache::{Cached, Outcome};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const X_CACHE_ERROR: HeaderName = HeaderName::from_static("x-cache-error");
+pub const X_CACHE_LEVEL: HeaderName = HeaderName::from_static("x-cache-level");
 pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 pub struct CachedResponse {
@@ -26,7 +27,7 @@ fn ms(d: Duration) -> f64 {
 
 impl IntoResponse for CachedResponse {
     fn into_response(self) -> Response {
-        let Cached { data, outcome, redis_time, db_time } = self.cached;
+        let Cached { data, outcome, level, redis_time, db_time, .. } = self.cached;
         let elapsed = self.started.elapsed();
         let mut head = String::with_capacity(96);
         let _ = write!(head, r#"{{"source":"{}","elapsed_ms":{:.3},"#, outcome.source(), ms(elapsed));
@@ -51,6 +52,9 @@ impl IntoResponse for CachedResponse {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(X_CACHE, HeaderValue::from_static(outcome.header()));
+        if let Some(level) = level {
+            headers.insert(X_CACHE_LEVEL, HeaderValue::from_static(level.label()));
+        }
         if outcome == Outcome::Error {
             headers.insert(X_CACHE_ERROR, HeaderValue::from_static("redis unavailable"));
         }

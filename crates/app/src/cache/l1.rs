@@ -1,0 +1,155 @@
+//! The optional in-process L1 cache in front of Redis (moka), kept correct by an invalidation epoch.
+//!
+//! Every invalidation bumps the epoch before it removes entries. A request notes the epoch before it reads
+//! Redis or PostgreSQL, and stores into L1 only if the epoch is still the same afterwards (checking again
+//! after the insert). So a value read before an invalidation cannot outlive it in L1.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::sync::Cache as Moka;
+use serde::Serialize;
+
+use super::keys::{CacheKey, Keyspace, Scope};
+use crate::metrics::Metrics;
+
+pub struct L1 {
+    entries: Moka<String, Bytes>,
+    epoch: AtomicU64,
+    /// False while this replica cannot hear invalidations from the others: then L1 is bypassed.
+    active: AtomicBool,
+    keyspace: Keyspace,
+    metrics: Metrics,
+}
+
+#[derive(Debug, Serialize)]
+pub struct L1Stats {
+    pub enabled: bool,
+    pub active: bool,
+    pub entries: u64,
+    pub ttl_ms: u64,
+    pub max_entries: u64,
+}
+
+impl L1 {
+    pub fn new(max_entries: u64, ttl: Duration, keyspace: Keyspace, metrics: Metrics) -> Self {
+        L1 {
+            entries: Moka::builder().max_capacity(max_entries).time_to_live(ttl).build(),
+            epoch: AtomicU64::new(0),
+            active: AtomicBool::new(false),
+            keyspace,
+            metrics,
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        if !self.is_active() {
+            return None;
+        }
+        let found = self.entries.get(key);
+        self.metrics.l1_requests.with_label_values(&[if found.is_some() { "hit" } else { "miss" }]).inc();
+        found
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn insert_if_current(&self, key: &str, value: Bytes, epoch: u64) {
+        if !self.is_active() || self.epoch() != epoch {
+            return;
+        }
+        self.entries.insert(key.to_owned(), value);
+        if self.epoch() != epoch {
+            self.entries.invalidate(key);
+        }
+    }
+
+    pub fn invalidate(&self, scopes: &[Scope]) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for scope in scopes {
+            match scope {
+                Scope::Product(id) => self.entries.invalidate(&self.keyspace.full(&CacheKey::product(*id))),
+                Scope::Catalog => {
+                    let catalog: Vec<String> = self
+                        .entries
+                        .iter()
+                        .filter(|(k, _)| self.keyspace.is_catalog_entry(k))
+                        .map(|(k, _)| k.as_ref().clone())
+                        .collect();
+                    for k in catalog {
+                        self.entries.invalidate(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Empties L1 and switches it on or off (off while invalidations cannot be heard).
+    pub fn reset(&self, active: bool) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.active.store(false, Ordering::Release);
+        self.entries.invalidate_all();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.active.store(active, Ordering::Release);
+    }
+
+    pub fn stats(&self) -> L1Stats {
+        self.entries.run_pending_tasks();
+        L1Stats {
+            enabled: true,
+            active: self.is_active(),
+            entries: self.entries.entry_count(),
+            ttl_ms: self.entries.policy().time_to_live().map_or(0, |d| d.as_millis() as u64),
+            max_entries: self.entries.policy().max_capacity().unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l1() -> L1 {
+        let l1 = L1::new(100, Duration::from_secs(60), Keyspace::new("p"), Metrics::new());
+        l1.reset(true);
+        l1
+    }
+
+    #[test]
+    fn stores_and_serves_while_active() {
+        let l1 = l1();
+        let e = l1.epoch();
+        l1.insert_if_current("p:product:1", Bytes::from_static(b"v"), e);
+        assert_eq!(l1.get("p:product:1"), Some(Bytes::from_static(b"v")));
+        l1.reset(false);
+        assert_eq!(l1.get("p:product:1"), None, "inactive L1 is bypassed");
+    }
+
+    #[test]
+    fn a_value_read_before_an_invalidation_is_not_stored() {
+        let l1 = l1();
+        let before = l1.epoch();
+        l1.invalidate(&[Scope::Product(1)]);
+        l1.insert_if_current("p:product:1", Bytes::from_static(b"old"), before);
+        assert_eq!(l1.get("p:product:1"), None);
+    }
+
+    #[test]
+    fn catalog_invalidation_keeps_product_entries() {
+        let l1 = l1();
+        let e = l1.epoch();
+        l1.insert_if_current("p:product:1", Bytes::from_static(b"1"), e);
+        l1.insert_if_current("p:products:top:10", Bytes::from_static(b"t"), e);
+        l1.insert_if_current("p:categories:stats", Bytes::from_static(b"c"), e);
+        l1.invalidate(&[Scope::Catalog]);
+        assert!(l1.get("p:product:1").is_some());
+        assert!(l1.get("p:products:top:10").is_none());
+        assert!(l1.get("p:categories:stats").is_none());
+    }
+}
