@@ -20,6 +20,14 @@ pub enum Error {
     #[error("{0} not found")]
     NotFound(String),
 
+    /// A protected route without the right `Authorization: Bearer` token.
+    #[error("admin token required: send `Authorization: Bearer <ADMIN_TOKEN>`")]
+    Unauthorized,
+
+    /// Redis is needed for this request and is not available.
+    #[error("redis unavailable")]
+    CacheUnavailable(String),
+
     /// The write conflicts with existing data (a duplicate SKU).
     #[error("{message}")]
     Conflict { field: &'static str, message: String },
@@ -48,6 +56,8 @@ impl Error {
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::CacheUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -62,7 +72,8 @@ impl Error {
             Error::DatabaseUnavailable(_) => {
                 json!("PostgreSQL is not reachable; cached entries are still served")
             }
-            Error::NotFound(_) | Error::Database(_) => Value::Null,
+            Error::CacheUnavailable(reason) => Value::String(reason.clone()),
+            Error::NotFound(_) | Error::Database(_) | Error::Unauthorized => Value::Null,
         }
     }
 }
@@ -115,6 +126,9 @@ impl IntoResponse for Error {
             _ => {}
         }
         let body = json!({ "error": self.to_string(), "detail": self.detail() });
+        if matches!(self, Error::Unauthorized) {
+            return (status, [(axum::http::header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

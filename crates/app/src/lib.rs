@@ -1,6 +1,7 @@
 //! cache-demo: a product catalogue in PostgreSQL served through a Redis cache-aside layer.
 
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod metrics;
 pub mod recent;
 pub mod state;
 pub mod telemetry;
+pub mod warm;
 
 use std::future::Future;
 
@@ -24,6 +26,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
+    warm::spawn(state.clone());
     let app = http::router(state);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     token.cancel();

@@ -29,7 +29,13 @@ async fn eventually_hit(app: &TestApp, path: &str) -> bool {
 async fn redis_killed_under_load_fails_no_request() {
     let mut redis = blocking(|| RedisServer::start(RedisOptions::default())).expect("redis");
     let (db_url, _) = fresh_db(shared_pg().await).await;
-    let app = Arc::new(TestApp::start_on(&db_url, &redis.url(), |c| c.redis_timeout_ms = 200).await);
+    let app = Arc::new(
+        TestApp::start_on(&db_url, &redis.url(), |c| {
+            c.redis_timeout_ms = 200;
+            c.breaker_cooldown_ms = 500;
+        })
+        .await,
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, degraded) =
         (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
@@ -59,7 +65,9 @@ async fn redis_killed_under_load_fails_no_request() {
     blocking(|| redis.kill()).expect("kill redis");
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     blocking(|| redis.restart()).expect("restart redis");
+    let back = Instant::now();
     let recovered = eventually_hit(&app, "/api/products/1").await;
+    let recovery = back.elapsed();
     stop.store(true, Ordering::SeqCst);
     for l in load {
         l.await.expect("load task");
@@ -68,7 +76,13 @@ async fn redis_killed_under_load_fails_no_request() {
     assert!(ok.load(Ordering::Relaxed) > 100, "the load ran");
     assert!(degraded.load(Ordering::Relaxed) > 0, "some requests were answered without Redis");
     assert!(recovered, "the cache serves hits again after Redis comes back");
+    assert!(recovery < Duration::from_secs(5), "back to cache hits {recovery:?} after Redis returned");
     let metrics = app.get("/metrics").await.text;
+    for to in ["open", "half-open", "closed"] {
+        let series = format!(r#"redis_circuit_transitions_total{{to="{to}"}}"#);
+        assert!(metrics.lines().any(|l| l.starts_with(&series)), "breaker went {to}:\n{metrics}");
+    }
+    assert!(metrics.contains("redis_circuit_state 0"), "closed again");
     assert!(
         metrics.lines().any(|l| l.starts_with("cache_requests_total{") && l.contains(r#"result="error""#)),
         "{metrics}"

@@ -182,6 +182,25 @@ pub struct CounterSnapshot {
     pub hit_rate: Option<f64>,
 }
 
+/// What priming a key did.
+#[derive(Debug, Clone)]
+pub enum Primed {
+    /// The key was in Redis already (its value is returned).
+    AlreadyCached(Bytes),
+    /// Loaded from PostgreSQL and stored.
+    Stored(Bytes),
+    /// Loaded, but not stored (Redis unavailable, or a write changed the data meanwhile).
+    NotStored(Bytes),
+}
+
+impl Primed {
+    pub fn data(&self) -> &Bytes {
+        match self {
+            Primed::AlreadyCached(b) | Primed::Stored(b) | Primed::NotStored(b) => b,
+        }
+    }
+}
+
 /// Keys a write removed, for the response and the logs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Invalidation {
@@ -515,6 +534,25 @@ impl Cache {
         Ok(Loaded { data, db_time, stored, from_redis: false, coalesced: false })
     }
 
+    /// Stores the value of `key` unless it is cached already: for warming and write-through. The same
+    /// generation check as a normal miss applies, and nothing is counted as a request.
+    pub async fn prime<T, F, Fut>(&self, key: &CacheKey, load: F) -> Result<Primed>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let full = self.inner.keyspace.full(key);
+        match self.lookup(key, &full).await {
+            Ok(Lookup::Hit(data)) => Ok(Primed::AlreadyCached(data)),
+            Ok(Lookup::Miss { token }) => {
+                let loaded = self.load_and_fill(key, &full, Some(&token), load).await?;
+                Ok(if loaded.stored { Primed::Stored(loaded.data) } else { Primed::NotStored(loaded.data) })
+            }
+            Err(_) => Ok(Primed::NotStored(load_json(load).await?.0)),
+        }
+    }
+
     fn record(&self, key: &CacheKey, cached: Cached) -> Cached {
         let c = &self.inner.counters;
         let counter = match cached.outcome {
@@ -687,7 +725,13 @@ impl Cache {
 
     /// Every key of this app, by SCAN.
     pub async fn scan_keys(&self) -> Result<Vec<String>, CacheError> {
-        let pattern = self.inner.keyspace.all_pattern();
+        Ok(self.scan_matching(&self.inner.keyspace.all_pattern(), usize::MAX).await?.0)
+    }
+
+    /// Keys matching a full SCAN pattern, at most `limit` of them; `true` when more matched. Keys outside
+    /// this app's prefix are never returned, whatever the pattern.
+    pub async fn scan_matching(&self, pattern: &str, limit: usize) -> Result<(Vec<String>, bool), CacheError> {
+        let prefix = format!("{}:", self.inner.keyspace.prefix());
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
@@ -706,19 +750,57 @@ impl Cache {
                         .await
                 })
                 .await?;
-            keys.extend(batch);
+            keys.extend(batch.into_iter().filter(|k| k.starts_with(&prefix)));
             cursor = next;
+            // SCAN may return a key more than once.
+            keys.sort_unstable();
+            keys.dedup();
+            if keys.len() > limit {
+                keys.truncate(limit);
+                return Ok((keys, true));
+            }
             if cursor == 0 {
-                // SCAN may return a key more than once.
-                keys.sort_unstable();
-                keys.dedup();
-                return Ok(keys);
+                return Ok((keys, false));
             }
         }
     }
 
     async fn unlink_matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, CacheError> {
         let keys: Vec<String> = self.scan_keys().await?.into_iter().filter(|k| keep(k)).collect();
+        self.unlink(&keys).await?;
+        Ok(keys)
+    }
+
+    /// Removes keys matching a full SCAN pattern (admin), then tells every replica to empty its L1.
+    pub async fn unlink_pattern(&self, pattern: &str) -> Result<usize, CacheError> {
+        let (keys, _) = self.scan_matching(pattern, usize::MAX).await?;
+        self.unlink(&keys).await?;
+        if let Some(l1) = &self.inner.l1 {
+            l1.reset(l1.is_active());
+        }
+        self.inner.bus.announce(None).await;
+        self.inner.metrics.invalidated_keys.with_label_values(&["admin"]).inc_by(keys.len() as u64);
+        Ok(keys.len())
+    }
+
+    /// `TTL` of each key, in one round trip (-2: gone, -1: no expiry).
+    pub async fn ttls_of(&self, keys: &[String]) -> Result<Vec<i64>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .redis
+            .run("ttl", |mut conn| async move {
+                let mut pipe = ::redis::pipe();
+                for k in keys {
+                    pipe.cmd("TTL").arg(k);
+                }
+                pipe.query_async(&mut conn).await
+            })
+            .await
+    }
+
+    async fn unlink(&self, keys: &[String]) -> Result<(), CacheError> {
         for chunk in keys.chunks(SCAN_BATCH) {
             let _: i64 = self
                 .inner
@@ -726,7 +808,7 @@ impl Cache {
                 .run("unlink", |mut conn| async move { ::redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await })
                 .await?;
         }
-        Ok(keys)
+        Ok(())
     }
 
     /// Remaining time to live of a key (`TTL`): `None` when the key does not exist.

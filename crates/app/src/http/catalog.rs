@@ -1,21 +1,15 @@
 //! Cacheable reads: category stats, product search, top products, one product.
-//!
-//! [`Target`] is the one definition of "which cache key and which query" for each endpoint; the handlers
-//! here and the dashboard's comparison and load test all fetch through it.
 
 use std::time::Instant;
 
+use super::extract::{ApiPath, ApiQuery, CacheParam, ListParams, parse_bypass, parse_id, parse_limit, parse_query};
+use super::respond::CachedResponse;
+use crate::catalog::{DEFAULT_SEARCH_LIMIT, DEFAULT_TOP_LIMIT, Target};
+use crate::error::{Error, Result};
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
-
-use super::extract::{ApiPath, ApiQuery, CacheParam, ListParams, parse_bypass, parse_id, parse_limit, parse_query};
-use super::respond::CachedResponse;
-use crate::cache::{CacheKey, Cached};
-use crate::db::{CategoryStats, ProductSummary, TopProduct};
-use crate::error::{Error, Result};
-use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,145 +19,15 @@ pub fn router() -> Router<AppState> {
         .route("/api/products/{id}", get(product))
 }
 
-/// One cacheable request, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "endpoint", rename_all = "snake_case")]
-pub enum Target {
-    Categories,
-    Search { q: String, limit: u32 },
-    Top { limit: u32 },
-    Product { id: i32 },
-}
-
-pub const DEFAULT_SEARCH_LIMIT: u32 = 20;
-pub const DEFAULT_TOP_LIMIT: u32 = 10;
-
-/// `endpoint=categories|search|top|product` plus its parameters, as the dashboard sends them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetParams {
-    pub endpoint: Option<String>,
-    pub q: Option<String>,
-    pub limit: Option<String>,
-    pub id: Option<String>,
-}
-
-impl Target {
-    pub fn from_params(p: &TargetParams) -> Result<Target> {
-        let endpoint = p.endpoint.as_deref().unwrap_or_default();
-        let target = match endpoint {
-            "categories" => Target::Categories,
-            "search" => Target::Search {
-                q: parse_query(p.q.as_deref())?,
-                limit: parse_limit(p.limit.as_deref(), DEFAULT_SEARCH_LIMIT)?,
-            },
-            "top" => Target::Top { limit: parse_limit(p.limit.as_deref(), DEFAULT_TOP_LIMIT)? },
-            "product" => Target::Product {
-                id: parse_id(p.id.as_deref().ok_or_else(|| Error::bad_request("endpoint=product needs an id"))?)?,
-            },
-            other => {
-                return Err(Error::bad_request(format!(
-                    "endpoint must be one of categories, search, top, product; got {other:?}"
-                )));
-            }
-        };
-        let unused = match &target {
-            Target::Categories => p.q.is_some() || p.limit.is_some() || p.id.is_some(),
-            Target::Search { .. } => p.id.is_some(),
-            Target::Top { .. } => p.q.is_some() || p.id.is_some(),
-            Target::Product { .. } => p.q.is_some() || p.limit.is_some(),
-        };
-        if unused {
-            return Err(Error::bad_request(format!("parameters given that endpoint={endpoint} does not take")));
-        }
-        Ok(target)
-    }
-
-    pub fn key(&self) -> CacheKey {
-        match self {
-            Target::Categories => CacheKey::categories(),
-            Target::Search { q, limit } => CacheKey::search(q, *limit),
-            Target::Top { limit } => CacheKey::top_products(*limit),
-            Target::Product { id } => CacheKey::product(*id),
-        }
-    }
-
-    /// The public URL of this request, for display.
-    pub fn path(&self) -> String {
-        match self {
-            Target::Categories => "/api/categories".into(),
-            Target::Search { q, limit } => format!("/api/products?q={}&limit={limit}", q.replace(' ', "+")),
-            Target::Top { limit } => format!("/api/top-products?limit={limit}"),
-            Target::Product { id } => format!("/api/products/{id}"),
-        }
-    }
-
-    /// Cache-aside fetch (or database only with `bypass`).
-    pub async fn fetch(&self, state: &AppState, bypass: bool) -> Result<Cached> {
-        let (db, cache) = (&state.db, &state.cache);
-        let key = self.key();
-        match self {
-            Target::Categories => {
-                cache
-                    .get_or_load(&key, bypass, || async {
-                        Ok(CategoriesData { categories: db.category_stats().await? })
-                    })
-                    .await
-            }
-            Target::Search { q, limit } => {
-                cache
-                    .get_or_load(&key, bypass, || async {
-                        let products = db.search_products(q, *limit).await?;
-                        Ok(SearchData { count: products.len(), query: q.clone(), limit: *limit, products })
-                    })
-                    .await
-            }
-            Target::Top { limit } => {
-                cache
-                    .get_or_load(&key, bypass, || async {
-                        Ok(TopData { limit: *limit, products: db.top_products(*limit).await? })
-                    })
-                    .await
-            }
-            Target::Product { id } => {
-                cache
-                    .get_or_load(&key, bypass, || async {
-                        db.product(*id).await?.ok_or_else(|| Error::NotFound(format!("product {id}")))
-                    })
-                    .await
-            }
-        }
-    }
-
-    async fn respond(self, state: &AppState, started: Instant, bypass: bool) -> Result<CachedResponse> {
-        let cached = self.fetch(state, bypass).await?;
-        Ok(CachedResponse { cached, started, db_delay: state.db.delay() })
-    }
-}
-
-#[derive(Serialize)]
-struct CategoriesData {
-    categories: Vec<CategoryStats>,
-}
-
-#[derive(Serialize)]
-struct SearchData {
-    query: String,
-    limit: u32,
-    count: usize,
-    products: Vec<ProductSummary>,
-}
-
-#[derive(Serialize)]
-struct TopData {
-    limit: u32,
-    products: Vec<TopProduct>,
+async fn respond(target: Target, state: &AppState, started: Instant, bypass: bool) -> Result<CachedResponse> {
+    let cached = target.fetch(state, bypass).await?;
+    Ok(CachedResponse { cached, started, db_delay: state.db.delay() })
 }
 
 async fn categories(State(state): State<AppState>, ApiQuery(p): ApiQuery<CacheParam>) -> Result<CachedResponse> {
     let started = Instant::now();
     let bypass = parse_bypass(p.cache.as_deref())?;
-    Target::Categories.respond(&state, started, bypass).await
+    respond(Target::Categories, &state, started, bypass).await
 }
 
 async fn search(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Result<CachedResponse> {
@@ -171,7 +35,7 @@ async fn search(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParams>
     let bypass = parse_bypass(p.cache.as_deref())?;
     let limit = parse_limit(p.limit.as_deref(), DEFAULT_SEARCH_LIMIT)?;
     let q = parse_query(p.q.as_deref())?;
-    Target::Search { q, limit }.respond(&state, started, bypass).await
+    respond(Target::Search { q, limit }, &state, started, bypass).await
 }
 
 async fn top_products(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Result<CachedResponse> {
@@ -181,7 +45,7 @@ async fn top_products(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListP
     }
     let bypass = parse_bypass(p.cache.as_deref())?;
     let limit = parse_limit(p.limit.as_deref(), DEFAULT_TOP_LIMIT)?;
-    Target::Top { limit }.respond(&state, started, bypass).await
+    respond(Target::Top { limit }, &state, started, bypass).await
 }
 
 async fn product(
@@ -192,40 +56,5 @@ async fn product(
     let started = Instant::now();
     let id = parse_id(&id)?;
     let bypass = parse_bypass(p.cache.as_deref())?;
-    Target::Product { id }.respond(&state, started, bypass).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params(endpoint: &str, q: Option<&str>, limit: Option<&str>, id: Option<&str>) -> TargetParams {
-        TargetParams {
-            endpoint: Some(endpoint.into()),
-            q: q.map(Into::into),
-            limit: limit.map(Into::into),
-            id: id.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn targets_parse_and_key_like_the_public_endpoints() {
-        let t = Target::from_params(&params("search", Some(" Laptop "), None, None)).expect("valid");
-        assert_eq!(t, Target::Search { q: "laptop".into(), limit: 20 });
-        assert_eq!(t.key(), CacheKey::search("laptop", 20));
-        assert_eq!(t.path(), "/api/products?q=laptop&limit=20");
-        let t = Target::from_params(&params("product", None, None, Some("7"))).expect("valid");
-        assert_eq!(t.key(), CacheKey::product(7));
-        assert_eq!(Target::from_params(&params("top", None, None, None)).ok(), Some(Target::Top { limit: 10 }));
-    }
-
-    #[test]
-    fn bad_targets_are_rejected() {
-        assert!(Target::from_params(&params("users", None, None, None)).is_err());
-        assert!(Target::from_params(&TargetParams::default()).is_err());
-        assert!(Target::from_params(&params("product", None, None, None)).is_err());
-        assert!(Target::from_params(&params("product", None, None, Some("x"))).is_err());
-        assert!(Target::from_params(&params("top", None, Some("0"), None)).is_err());
-        assert!(Target::from_params(&params("categories", Some("x"), None, None)).is_err());
-    }
+    respond(Target::Product { id }, &state, started, bypass).await
 }

@@ -11,9 +11,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::catalog::{Target, TargetParams};
 use super::extract::{ApiJson, ApiQuery};
 use crate::cache::Outcome;
+use crate::catalog::{Target, TargetParams};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 

@@ -1,8 +1,9 @@
 //! The HTTP API: one router per resource, merged here, with the request-metrics middleware.
 
+mod admin;
 mod catalog;
 mod dashboard;
-mod extract;
+pub(crate) mod extract;
 mod ops;
 mod products;
 pub mod respond;
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dashboard::router())
         .merge(products::router())
         .merge(ops::router())
+        .merge(admin::router())
         .fallback(|| async { Error::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async {
             (StatusCode::METHOD_NOT_ALLOWED, Error::bad_request("method not allowed").into_response().into_body())

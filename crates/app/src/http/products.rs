@@ -8,7 +8,8 @@ use axum::{Json, response::IntoResponse};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath, parse_id};
-use crate::cache::{Invalidation, Scope};
+use crate::cache::{Invalidation, Primed, Scope};
+use crate::catalog::Target;
 use crate::db::{NewProduct, Product, ProductPatch};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -47,6 +48,24 @@ pub struct UpdateBody {
 struct WriteResponse {
     product: Product,
     invalidated: Invalidation,
+    /// With `WRITE_THROUGH=true`: whether the new product page was stored in the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    write_through: Option<&'static str>,
+}
+
+/// Write-through: after the invalidation, load the product again and store it. It is an ordinary miss under
+/// a fresh generation token, so a concurrent later write still wins.
+async fn write_through(state: &AppState, id: i32) -> Option<&'static str> {
+    if !state.config.write_through {
+        return None;
+    }
+    let result = match (Target::Product { id }).prime(state).await {
+        Ok(Primed::Stored(_)) => "stored",
+        Ok(Primed::AlreadyCached(_)) => "already-cached",
+        Ok(Primed::NotStored(_)) | Err(_) => "skipped",
+    };
+    state.metrics.write_through.with_label_values(&[result]).inc();
+    Some(result)
 }
 
 #[derive(Serialize)]
@@ -153,8 +172,9 @@ async fn create(State(state): State<AppState>, ApiJson(body): ApiJson<CreateBody
     let product = state.db.create_product(&new).await?;
     // A new product changes searches, top lists and category stats; it has no entry of its own yet.
     let invalidated = state.cache.invalidate(&[Scope::Catalog]).await;
+    let write_through = write_through(&state, product.id).await;
     tracing::info!(product_id = product.id, invalidated = invalidated.count, "product created");
-    Ok((StatusCode::CREATED, Json(WriteResponse { product, invalidated })))
+    Ok((StatusCode::CREATED, Json(WriteResponse { product, invalidated, write_through })))
 }
 
 async fn update(
@@ -166,8 +186,9 @@ async fn update(
     let patch = body.validate()?;
     let product = state.db.update_product(id, &patch).await?.ok_or_else(|| Error::NotFound(format!("product {id}")))?;
     let invalidated = state.cache.invalidate(&[Scope::Product(id), Scope::Catalog]).await;
+    let write_through = write_through(&state, id).await;
     tracing::info!(product_id = id, invalidated = invalidated.count, "product updated");
-    Ok(Json(WriteResponse { product, invalidated }))
+    Ok(Json(WriteResponse { product, invalidated, write_through }))
 }
 
 async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse> {

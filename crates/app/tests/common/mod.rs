@@ -116,6 +116,26 @@ impl TestApp {
         }
     }
 
+    /// Waits (bounded) until this app hears cross-instance invalidations (its L1 is only used then).
+    pub async fn wait_subscribed(&self) {
+        for _ in 0..200 {
+            if self.state.cache.invalidation_subscribed() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the app did not subscribe to invalidations");
+    }
+
+    /// The value of one sample line of /metrics, e.g. `db_query_duration_seconds_count{query="product"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn key(&self, name: &str) -> String {
         format!("{}:{}", self.prefix, name)
     }
