@@ -13,6 +13,9 @@ help:
 	@echo "make run     start throwaway PostgreSQL + Redis and the app on http://127.0.0.1:8000 (Ctrl-C stops all)"
 	@echo "make test    format check, clippy -D warnings, and every test (real PostgreSQL, Redis and Chromium)"
 	@echo "make deps    install PostgreSQL, Redis and Rust components if missing (Debian/Ubuntu)"
+	@echo "make deploy  build the image into minikube and deploy everything (then: make port-forward)"
+	@echo "make render  regenerate deploy/ from cache-demo-ctl; make check-k8s validates it and the Helm chart"
+	@echo "make e2e     the deployed demo against a live cluster (skips when none is reachable)"
 
 deps:
 	@scripts/install-deps.sh
@@ -39,6 +42,59 @@ test-browser:
 	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund --silent
 	node --test $(BROWSER_TESTS)/
 
-test: deps lint
+test: deps lint check-k8s
 	$(CARGO) test --workspace
 	$(MAKE) test-browser
+
+# --- Kubernetes (minikube): README "Deploy to Kubernetes". cache-demo-ctl reads the usual kubeconfig.
+IMAGE ?= cache-demo-app:latest
+NAMESPACE ?= redis-demo
+# Extra cache-demo-ctl options for deploy/status, e.g. CTL_FLAGS="--db-delay-ms 200 --replicas 2".
+CTL_FLAGS ?=
+CTL := $(CARGO) run --quiet -p cache-demo-ctl --
+
+.PHONY: image deploy undeploy status port-forward redis-cli psql logs render check-render check-k8s e2e
+
+image:
+	IMAGE=$(IMAGE) scripts/build-image.sh
+
+deploy: image
+	$(CTL) up --namespace $(NAMESPACE) --image $(IMAGE) $(CTL_FLAGS)
+
+undeploy:
+	$(CTL) down --namespace $(NAMESPACE)
+
+status:
+	$(CTL) status --namespace $(NAMESPACE) --image $(IMAGE) $(CTL_FLAGS)
+
+port-forward:
+	kubectl port-forward svc/cache-demo-app 8000:8000 -n $(NAMESPACE)
+
+redis-cli:
+	kubectl exec -it deploy/redis -n $(NAMESPACE) -- redis-cli
+
+psql:
+	kubectl exec -it deploy/postgres -n $(NAMESPACE) -- psql -U postgres cache_demo
+
+logs:
+	kubectl logs -f -l app.kubernetes.io/name=cache-demo-app -n $(NAMESPACE) --prefix --tail 100
+
+# deploy/ is generated: the objects of `cache-demo-ctl render` (placeholder Secret values) and a kustomization.
+render:
+	$(CTL) render --out-dir deploy
+	cp init.sql charts/cache-demo/files/init.sql
+
+check-render:
+	$(CARGO) build --quiet -p cache-demo-ctl
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	target/debug/cache-demo-ctl render --out-dir "$$tmp" >/dev/null && \
+	if diff -r "$$tmp" deploy && cmp -s init.sql charts/cache-demo/files/init.sql; then \
+		echo "deploy/ is what cache-demo-ctl render produces"; \
+	else echo "deploy/ (or charts/cache-demo/files/init.sql) is stale: run make render" >&2; exit 1; fi
+
+# Schemas, Helm lint, chart == render; offline, in a venv under target/ (scripts/k8s-check.sh).
+check-k8s: check-render
+	scripts/k8s-check.sh --ctl target/debug/cache-demo-ctl
+
+e2e:
+	IMAGE=$(IMAGE) NAMESPACE=$(NAMESPACE) scripts/e2e.sh

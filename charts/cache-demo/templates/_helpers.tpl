@@ -1,0 +1,90 @@
+{{/*
+Recommended labels of one component. Call with (dict "root" $ "name" "redis" "component" "cache").
+*/}}
+{{- define "cache-demo.labels" -}}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/part-of: cache-demo
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/*
+The labels that select a component's pods. Call with (dict "root" $ "name" "redis").
+*/}}
+{{- define "cache-demo.selectorLabels" -}}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/name: {{ .name }}
+{{- end }}
+
+{{/*
+Object metadata: name, namespace, labels. Call with (dict "root" $ "object" "postgres" "name" "postgres" "component" "database").
+*/}}
+{{- define "cache-demo.metadata" -}}
+metadata:
+  labels:
+    {{- include "cache-demo.labels" . | nindent 4 }}
+  name: {{ .object }}
+  namespace: {{ .root.Release.Namespace }}
+{{- end }}
+
+{{/*
+Pod security context: non-root, RuntimeDefault seccomp. Call with (dict "uid" 70 "gid" 70).
+*/}}
+{{- define "cache-demo.podSecurity" -}}
+securityContext:
+  fsGroup: {{ .gid }}
+  runAsGroup: {{ .gid }}
+  runAsNonRoot: true
+  runAsUser: {{ .uid }}
+  seccompProfile:
+    type: RuntimeDefault
+{{- end }}
+
+{{/*
+Container security context. Call with the read-only-root flag.
+*/}}
+{{- define "cache-demo.containerSecurity" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  capabilities:
+    drop:
+    - ALL
+  readOnlyRootFilesystem: {{ . }}
+  runAsNonRoot: true
+{{- end }}
+
+{{/*
+An environment variable from the Secret. Call with (list "REDIS_PASSWORD" "redis-password").
+*/}}
+{{- define "cache-demo.secretEnv" -}}
+- name: {{ index . 0 }}
+  valueFrom:
+    secretKeyRef:
+      key: {{ index . 1 }}
+      name: cache-demo-credentials
+{{- end }}
+
+{{/*
+NetworkPolicy: only the app's pods may reach a component. Call with (dict "root" $ "object" "redis-allow-app" "name" "redis" "component" "cache" "port" 6379).
+*/}}
+{{- define "cache-demo.allowAppOnly" -}}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+{{ include "cache-demo.metadata" . }}
+spec:
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels:
+          {{- include "cache-demo.selectorLabels" (dict "root" .root "name" "cache-demo-app") | nindent 10 }}
+    ports:
+    - port: {{ .port }}
+      protocol: TCP
+  podSelector:
+    matchLabels:
+      {{- include "cache-demo.selectorLabels" . | nindent 6 }}
+  policyTypes:
+  - Ingress
+{{- end }}

@@ -1,0 +1,401 @@
+//! The command line: clap definitions, turning flags into [`Settings`], progress drawn with indicatif, and the
+//! text `up` and `status` print. No object is built and no API call is made here.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::apply::{self, Progress, StatusRow, Step, WaitOptions};
+use crate::objects::{APP_PORT, Credentials, Objects};
+use crate::render;
+use crate::settings::{self, PostgresStorage, Settings, names};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cache-demo-ctl",
+    version,
+    about = "Deploys cache-demo (PostgreSQL, Redis and the app) to Kubernetes",
+    long_about = "Deploys cache-demo (PostgreSQL, Redis and the app) to Kubernetes with server-side apply. \
+                  Uses the usual kubeconfig ($KUBECONFIG or ~/.kube/config, current context) or the in-cluster \
+                  service account."
+)]
+pub struct Cli {
+    /// Kubeconfig context to use instead of the current one.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply every object in order, wait until PostgreSQL, Redis and the app are ready, print the URL.
+    Up {
+        #[command(flatten)]
+        deploy: DeployArgs,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Delete the namespace (everything in it) and wait until it is gone.
+    Down {
+        /// Namespace to delete.
+        #[arg(long, short = 'n', default_value = settings::DEFAULT_NAMESPACE)]
+        namespace: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Show every object and whether it is ready (exit code 1 if any is missing or not ready).
+    Status {
+        #[command(flatten)]
+        deploy: DeployArgs,
+    },
+    /// Print the objects as multi-document YAML, Secret values as placeholders.
+    Render {
+        #[command(flatten)]
+        deploy: DeployArgs,
+        /// Write namespace.yaml, postgres.yaml, redis.yaml, app.yaml and kustomization.yaml here instead.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// Every option of the deployment, shared by `up`, `status` and `render`.
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    /// Namespace of every object.
+    #[arg(long, short = 'n', default_value = settings::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// The app image (`make image` builds cache-demo-app:latest into minikube).
+    #[arg(long, default_value = settings::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Pull policy of the app image. IfNotPresent uses an image built into the cluster and pulls others.
+    #[arg(long, default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub image_pull_policy: String,
+    /// Replicas of the app.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: i32,
+    /// Redis maxmemory, in Redis notation.
+    #[arg(long, default_value = settings::DEFAULT_MAXMEMORY)]
+    pub redis_maxmemory: String,
+    /// Redis maxmemory-policy.
+    #[arg(long, default_value = settings::DEFAULT_POLICY, value_parser = settings::REDIS_POLICIES)]
+    pub redis_policy: String,
+    /// Default TTL of cached entries (the app's CACHE_TTL_SECS).
+    #[arg(long, default_value_t = settings::DEFAULT_TTL_SECS)]
+    pub cache_ttl_secs: u64,
+    /// Artificial delay of every database query in ms (the app's DB_DELAY_MS).
+    #[arg(long, default_value_t = 0)]
+    pub db_delay_ms: u64,
+    /// Fixed NodePort of Service cache-demo-app.
+    #[arg(long, default_value_t = settings::DEFAULT_NODE_PORT)]
+    pub node_port: i32,
+    /// PostgreSQL data: emptydir (reseeded on every pod start) or pvc (kept until `down`).
+    #[arg(long, value_enum, default_value_t = StorageKind::Emptydir)]
+    pub postgres_storage: StorageKind,
+    /// Size of the PVC with --postgres-storage pvc.
+    #[arg(long, default_value = settings::DEFAULT_PVC_SIZE)]
+    pub postgres_pvc_size: String,
+    /// PostgreSQL image (an official postgres image: it needs pg_trgm and /docker-entrypoint-initdb.d).
+    #[arg(long, default_value = settings::DEFAULT_POSTGRES_IMAGE)]
+    pub postgres_image: String,
+    /// Redis image (official, 7 or newer).
+    #[arg(long, default_value = settings::DEFAULT_REDIS_IMAGE)]
+    pub redis_image: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageKind {
+    Emptydir,
+    Pvc,
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WaitArgs {
+    /// Seconds to wait for readiness (up) or deletion (down) before failing with an explanation.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+impl DeployArgs {
+    pub fn settings(&self) -> Result<Settings, settings::InvalidSetting> {
+        let s = Settings {
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+            image_pull_policy: self.image_pull_policy.clone(),
+            replicas: self.replicas,
+            postgres_image: self.postgres_image.clone(),
+            redis_image: self.redis_image.clone(),
+            redis_maxmemory: self.redis_maxmemory.clone(),
+            redis_policy: self.redis_policy.clone(),
+            cache_ttl_secs: self.cache_ttl_secs,
+            db_delay_ms: self.db_delay_ms,
+            node_port: self.node_port,
+            postgres_storage: match self.postgres_storage {
+                StorageKind::Emptydir => PostgresStorage::EmptyDir,
+                StorageKind::Pvc => PostgresStorage::Pvc { size: self.postgres_pvc_size.clone() },
+            },
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+impl WaitArgs {
+    pub fn options(&self) -> WaitOptions {
+        WaitOptions { timeout: Duration::from_secs(self.timeout), ..WaitOptions::default() }
+    }
+}
+
+/// Runs one command; `Ok(ExitCode)` for outcomes, `Err` for failures (printed by `main`).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Render { deploy, out_dir } => {
+            let objects = Objects::build(&deploy.settings()?, &Credentials::Placeholders);
+            match out_dir {
+                Some(dir) => {
+                    for path in render::write_files(&objects, &dir)? {
+                        println!("wrote {path}");
+                    }
+                }
+                None => print!("{}", render::stream(&objects)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { deploy, wait } => {
+            let settings = deploy.settings()?;
+            let client = client(cli.context.as_deref()).await?;
+            let progress = Spinners::new();
+            let report = apply::up(&client, &settings, &wait.options(), &progress).await?;
+            print!("{}", access_instructions(&settings, report.node_address.as_deref()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down { namespace, wait } => {
+            let client = client(cli.context.as_deref()).await?;
+            let progress = Spinners::new();
+            apply::down(&client, &namespace, &wait.options(), &progress).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { deploy } => {
+            let settings = deploy.settings()?;
+            let client = client(cli.context.as_deref()).await?;
+            let rows = apply::status(&client, &settings).await?;
+            print!("{}", status_table(&rows));
+            Ok(if rows.iter().all(|r| r.ready) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+/// A client for the kubeconfig's current (or given) context, or the in-cluster service account.
+async fn client(context: Option<&str>) -> anyhow::Result<Client> {
+    const HINT: &str = "no usable Kubernetes configuration (kubeconfig or in-cluster): start a cluster with \
+                        `minikube start`, or point KUBECONFIG at one";
+    let config = match context {
+        Some(context) => {
+            let kubeconfig = Kubeconfig::read().context(HINT)?;
+            let options = KubeConfigOptions { context: Some(context.into()), ..KubeConfigOptions::default() };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.context(HINT)?
+        }
+        None => kube::Config::infer().await.context(HINT)?,
+    };
+    Client::try_from(config).context("cannot create a Kubernetes client")
+}
+
+/// What to open once everything is ready.
+pub fn access_instructions(s: &Settings, node_address: Option<&str>) -> String {
+    let ns = &s.namespace;
+    let node_url = match node_address {
+        Some(address) => format!("http://{address}:{}/", s.node_port),
+        None => format!("NodePort {} on any node (`minikube ip` gives the address)", s.node_port),
+    };
+    format!(
+        "\ncache-demo is ready in namespace {ns}.\n\
+         \x20 Dashboard (NodePort):  {node_url}\n\
+         \x20 Or port-forward:       kubectl port-forward svc/{app} {APP_PORT}:{APP_PORT} -n {ns}\n\
+         \x20                        then open http://127.0.0.1:{APP_PORT}/\n\
+         \x20 Watch the cache:       kubectl exec -it deploy/{redis} -n {ns} -- redis-cli\n",
+        app = names::APP,
+        redis = names::REDIS,
+    )
+}
+
+/// `KIND  NAME  STATUS` with a mark for ready rows.
+pub fn status_table(rows: &[StatusRow]) -> String {
+    let kind_width = rows.iter().map(|r| r.kind.len()).max().unwrap_or(4).max(4);
+    let name_width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("   {:kind_width$}  {:name_width$}  STATUS\n", "KIND", "NAME");
+    for row in rows {
+        let mark = if row.ready { "ok" } else { "--" };
+        out.push_str(&format!("{mark} {:kind_width$}  {:name_width$}  {}\n", row.kind, row.name, row.state));
+    }
+    out
+}
+
+/// Progress on stderr: a spinner per object on a terminal, plain lines otherwise (CI logs, pipes).
+pub struct Spinners {
+    multi: Option<MultiProgress>,
+}
+
+impl Spinners {
+    pub fn new() -> Self {
+        Spinners { multi: std::io::stderr().is_terminal().then(MultiProgress::new) }
+    }
+}
+
+impl Default for Spinners {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Progress for Spinners {
+    fn start(&self, label: &str) -> Box<dyn Step> {
+        match &self.multi {
+            Some(multi) => {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(style("{spinner:.cyan} {prefix:34} {msg}"));
+                bar.set_prefix(label.to_owned());
+                bar.enable_steady_tick(Duration::from_millis(100));
+                Box::new(SpinnerStep(bar))
+            }
+            None => Box::new(PlainStep { label: label.to_owned(), last: Mutex::new(Instant::now()) }),
+        }
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+struct SpinnerStep(ProgressBar);
+
+impl Step for SpinnerStep {
+    fn update(&self, message: &str) {
+        self.0.set_message(message.to_owned());
+    }
+    fn finish(&self, message: &str) {
+        self.0.set_style(style("{prefix:.green.bold} {msg}"));
+        self.0.set_prefix(format!("✔ {:34}", self.0.prefix()));
+        self.0.finish_with_message(message.to_owned());
+    }
+    fn fail(&self, message: &str) {
+        self.0.set_style(style("{prefix:.red.bold} {msg}"));
+        self.0.set_prefix(format!("✘ {:34}", self.0.prefix()));
+        self.0.abandon_with_message(message.to_owned());
+    }
+}
+
+/// Without a terminal: a line when a step ends, and one every 10 s while it waits.
+struct PlainStep {
+    label: String,
+    last: Mutex<Instant>,
+}
+
+impl Step for PlainStep {
+    fn update(&self, message: &str) {
+        let Ok(mut last) = self.last.lock() else { return };
+        if last.elapsed() >= Duration::from_secs(10) {
+            *last = Instant::now();
+            eprintln!("  … {:34} {message}", self.label);
+        }
+    }
+    fn finish(&self, message: &str) {
+        eprintln!("  ✔ {:34} {message}", self.label);
+    }
+    fn fail(&self, message: &str) {
+        eprintln!("  ✘ {:34} {}", self.label, message.lines().next().unwrap_or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("cache-demo-ctl").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_give_the_default_settings() {
+        let Command::Up { deploy, wait } = parse(&["up"]).command else { panic!("not up") };
+        assert_eq!(deploy.settings().unwrap(), Settings::default());
+        assert_eq!(wait.options().timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn every_option_reaches_the_settings() {
+        let cli = parse(&[
+            "render",
+            "-n",
+            "demo",
+            "--image",
+            "registry.example/cache-demo:v1",
+            "--replicas",
+            "3",
+            "--redis-maxmemory",
+            "128mb",
+            "--redis-policy",
+            "allkeys-lfu",
+            "--cache-ttl-secs",
+            "30",
+            "--db-delay-ms",
+            "250",
+            "--node-port",
+            "30123",
+            "--postgres-storage",
+            "pvc",
+            "--postgres-pvc-size",
+            "2Gi",
+        ]);
+        let Command::Render { deploy, .. } = cli.command else { panic!("not render") };
+        let s = deploy.settings().unwrap();
+        assert_eq!(s.namespace, "demo");
+        assert_eq!(s.image, "registry.example/cache-demo:v1");
+        assert_eq!(s.replicas, 3);
+        assert_eq!(s.redis_maxmemory, "128mb");
+        assert_eq!(s.redis_policy, "allkeys-lfu");
+        assert_eq!(s.cache_ttl_secs, 30);
+        assert_eq!(s.db_delay_ms, 250);
+        assert_eq!(s.node_port, 30123);
+        assert_eq!(s.postgres_storage, PostgresStorage::Pvc { size: "2Gi".into() });
+    }
+
+    #[test]
+    fn unknown_policy_and_bad_node_port_are_refused() {
+        assert!(Cli::try_parse_from(["cache-demo-ctl", "up", "--redis-policy", "lru"]).is_err());
+        let Command::Up { deploy, .. } = parse(&["up", "--node-port", "8000"]).command else { panic!("not up") };
+        assert_eq!(deploy.settings().unwrap_err().option, "node port");
+    }
+
+    #[test]
+    fn instructions_name_the_node_url_and_the_port_forward() {
+        let text = access_instructions(&Settings::default(), Some("192.168.49.2"));
+        assert!(text.contains("http://192.168.49.2:30080/"), "{text}");
+        assert!(text.contains("kubectl port-forward svc/cache-demo-app 8000:8000 -n redis-demo"), "{text}");
+        assert!(text.contains("http://127.0.0.1:8000/"), "{text}");
+        assert!(text.contains("kubectl exec -it deploy/redis -n redis-demo -- redis-cli"), "{text}");
+        let text = access_instructions(&Settings::default(), None);
+        assert!(text.contains("minikube ip"), "{text}");
+    }
+
+    #[test]
+    fn status_table_aligns_and_marks_rows() {
+        let rows = [
+            StatusRow { kind: "Namespace", name: "redis-demo".into(), state: "Active".into(), ready: true },
+            StatusRow { kind: "Deployment", name: "cache-demo-app".into(), state: "0/1 ready".into(), ready: false },
+        ];
+        let table = status_table(&rows);
+        let lines: Vec<_> = table.lines().collect();
+        assert_eq!(lines[0], "   KIND        NAME            STATUS");
+        assert_eq!(lines[1], "ok Namespace   redis-demo      Active");
+        assert_eq!(lines[2], "-- Deployment  cache-demo-app  0/1 ready");
+    }
+}

@@ -1,0 +1,16 @@
+//! cache-demo-ctl: deploys cache-demo (PostgreSQL, Redis and the app) to Kubernetes.
+//!
+//! Three concerns, three places:
+//! - [`objects`] builds every object as a typed k8s-openapi value from [`settings::Settings`] (pure);
+//! - [`apply`] talks to the API server: server-side apply, readiness, deletion, status;
+//! - [`cli`] is the command line and its output.
+//!
+//! [`render`] turns the same objects into the YAML of `deploy/`, and [`diagnose`] explains in plain words why a
+//! Deployment is not ready.
+
+pub mod apply;
+pub mod cli;
+pub mod diagnose;
+pub mod objects;
+pub mod render;
+pub mod settings;
