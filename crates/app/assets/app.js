@@ -25,8 +25,20 @@ function setMessage(text, isError) {
   m.classList.toggle("error", Boolean(isError));
 }
 
+function adminHeaders() {
+  const token = $("admin-token").value.trim();
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
 async function api(path, options) {
-  const res = await fetch(path, Object.assign({ cache: "no-store" }, options));
+  const opts = Object.assign({ cache: "no-store" }, options);
+  opts.headers = Object.assign({}, opts.headers || {}, adminHeaders());
+  const res = await fetch(path, opts);
+  if (res.status === 401) {
+    $("token-row").hidden = false;
+    $("admin-token").focus();
+    throw new Error("This action needs the admin token: enter it below and try again.");
+  }
   let body = null;
   try { body = await res.json(); } catch (_) { /* not JSON */ }
   if (!res.ok) {
@@ -96,6 +108,19 @@ async function refreshStats() {
       pill.textContent = "Redis: unavailable (answering from PostgreSQL)";
       pill.className = "pill down";
     }
+    $("circuit").textContent = r.circuit || "–";
+    const p = s.patterns || {};
+    const on = (b) => (b ? "on" : "off");
+    const l1 = s.l1 ? `L1 ${s.l1.active ? "on" : "waiting"} (${fmtInt(s.l1.entries)} entries)` : "L1 off";
+    $("patterns").textContent = [
+      `single-flight ${on(p.single_flight)}`,
+      `stampede lock ${on(p.stampede_lock)}`,
+      `TTL jitter ±${p.ttl_jitter_pct}%`,
+      `circuit breaker ${on(p.circuit_breaker)}`,
+      l1,
+      `write-through ${on(p.write_through)}`,
+    ].join(" · ");
+    if (p.admin_token_required) $("token-row").hidden = false;
     const banner = $("delay-banner");
     banner.hidden = !s.db_delay_ms;
     if (s.db_delay_ms) {

@@ -13,6 +13,8 @@ const binDir = process.env.CACHE_DEMO_BIN_DIR || path.join(root, "target", "debu
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const screenshot = process.env.SCREENSHOT || path.join(root, "target", "dashboard.png");
 const TIMEOUT = 15_000;
+// As in Kubernetes, where the Secret sets one: flushing needs it.
+const ADMIN_TOKEN = "dashboard-test-token";
 
 let stack, browser, page, base;
 let stackLog = "";
@@ -48,7 +50,7 @@ before(async () => {
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   stack = spawn(path.join(binDir, "cache-demo-stack"), ["--", path.join(binDir, "cache-demo")], {
-    env: { ...process.env, LISTEN_ADDR: `127.0.0.1:${port}`, CACHE_TTL_SECS: "60", RUST_LOG: "warn" },
+    env: { ...process.env, LISTEN_ADDR: `127.0.0.1:${port}`, CACHE_TTL_SECS: "60", RUST_LOG: "warn", ADMIN_TOKEN },
     stdio: ["ignore", "pipe", "pipe"],
   });
   stack.stdout.on("data", (d) => { stackLog += d; });
@@ -88,6 +90,9 @@ test("the page loads everything from the app itself", async () => {
 
 test("live stats come from the server", async () => {
   await page.waitForFunction(() => document.getElementById("policy").innerText === "allkeys-lru");
+  assert.equal(await text("#circuit"), "closed");
+  assert.match(await text("#patterns"), /single-flight on · stampede lock off · TTL jitter ±10% · circuit breaker on · L1 off/);
+  assert.ok(await page.locator("#token-row").isVisible(), "the token field shows when the app requires one");
   assert.match(await text("#memory"), /^\d+(\.\d+)?[KMG]? \/ 64\.00M$/);
   assert.match(await text("#redis-status"), /up/);
   assert.match(await text("#hits"), /^\d+$/);
@@ -145,6 +150,11 @@ test("recent requests list what the app served", async () => {
 
 test("flush empties the cache and resets the hit counter", async () => {
   await page.waitForFunction(() => Number(document.getElementById("hits").innerText.replace(/,/g, "")) > 0);
+  await page.fill("#admin-token", "wrong");
+  await page.click("#flush");
+  await page.waitForFunction(() => document.getElementById("message").innerText.includes("admin token"));
+  assert.ok(Number((await text("#hits")).replace(/,/g, "")) > 0, "a refused flush deletes nothing");
+  await page.fill("#admin-token", ADMIN_TOKEN);
   await page.click("#flush");
   await page.waitForFunction(() => document.getElementById("message").innerText.startsWith("Flushed"));
   await page.waitForFunction(() => document.getElementById("hits").innerText === "0");
