@@ -93,6 +93,8 @@ async fn l1_serves_repeat_reads_and_a_write_elsewhere_clears_it() {
     let (db_url, _) = fresh_db(shared_pg().await).await;
     let (a, b) = two_l1_replicas(&db_url, &redis.url()).await;
     assert_eq!(a.get("/api/products/1").await.x_cache(), "MISS");
+    let from_redis = a.get("/api/products/1").await;
+    assert_eq!((from_redis.x_cache(), from_redis.header("x-cache-level")), ("HIT", "L2"), "then Redis, which fills L1");
     let hit = a.get("/api/products/1").await;
     assert_eq!((hit.x_cache(), hit.header("x-cache-level")), ("HIT", "L1"));
     assert!(!hit.header("server-timing").contains("redis;"), "an L1 hit does not touch Redis");
@@ -125,6 +127,7 @@ async fn l1_is_off_while_invalidations_cannot_be_heard_and_resubscribes() {
     })
     .await;
     app.wait_subscribed().await;
+    app.get("/api/products/1").await;
     app.get("/api/products/1").await;
     assert_eq!(app.get("/api/products/1").await.header("x-cache-level"), "L1");
     blocking(|| redis.kill()).expect("kill");

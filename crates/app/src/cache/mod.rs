@@ -258,7 +258,6 @@ struct Inner {
     l1: Option<Arc<L1>>,
     bus: Arc<Bus>,
     lookup: ::redis::Script,
-    fill: ::redis::Script,
     bump: ::redis::Script,
     unlock: ::redis::Script,
 }
@@ -266,6 +265,13 @@ struct Inner {
 enum Lookup {
     Hit(Bytes),
     Miss { token: String },
+}
+
+/// Whether a request waits for its fill's reply (it needs to know the outcome) or only queues the command.
+#[derive(Debug, Clone, Copy)]
+enum FillMode {
+    Await,
+    Queue,
 }
 
 /// A value obtained on a miss.
@@ -300,7 +306,6 @@ impl Cache {
                 l1,
                 bus,
                 lookup: ::redis::Script::new(LOOKUP),
-                fill: ::redis::Script::new(FILL),
                 bump: ::redis::Script::new(BUMP_AND_UNLINK),
                 unlock: ::redis::Script::new(UNLOCK),
             }),
@@ -435,7 +440,7 @@ impl Cache {
                 }
                 Some(Shared::NotFound(what)) => Err(Error::NotFound(what)),
                 // The leader failed or is slow: ask the database ourselves.
-                _ => self.load_and_fill(key, full, token, load).await,
+                _ => self.load_and_fill(key, full, token, load, FillMode::Queue).await,
             },
         }
     }
@@ -448,7 +453,7 @@ impl Cache {
         Fut: Future<Output = Result<T>>,
     {
         if !self.inner.opts.stampede_lock || token.is_none() {
-            return self.load_and_fill(key, full, token, load).await;
+            return self.load_and_fill(key, full, token, load, FillMode::Queue).await;
         }
         let lock_key = format!("{}:lock:{}", self.inner.keyspace.prefix(), key.name());
         let owner = new_token();
@@ -473,7 +478,8 @@ impl Cache {
         match acquired {
             Ok(Some(_)) => {
                 self.inner.metrics.stampede_lock.with_label_values(&["acquired"]).inc();
-                let result = self.load_and_fill(key, full, token, load).await;
+                // Other replicas poll for the value while the lock is held: store it before releasing.
+                let result = self.load_and_fill(key, full, token, load, FillMode::Await).await;
                 let script = &self.inner.unlock;
                 let _: Result<i64, _> =
                     self.inner
@@ -514,22 +520,43 @@ impl Cache {
                     }
                 }
                 self.inner.metrics.stampede_lock.with_label_values(&["timeout"]).inc();
-                self.load_and_fill(key, full, token, load).await
+                self.load_and_fill(key, full, token, load, FillMode::Queue).await
             }
-            Err(_) => self.load_and_fill(key, full, token, load).await,
+            Err(_) => self.load_and_fill(key, full, token, load, FillMode::Queue).await,
         }
     }
 
-    async fn load_and_fill<T, F, Fut>(&self, key: &CacheKey, full: &str, token: Option<&str>, load: F) -> Result<Loaded>
+    async fn load_and_fill<T, F, Fut>(
+        &self,
+        key: &CacheKey,
+        full: &str,
+        token: Option<&str>,
+        load: F,
+        mode: FillMode,
+    ) -> Result<Loaded>
     where
         T: Serialize,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
         let (data, db_time) = load_json(load).await?;
-        let stored = match token {
-            Some(token) => self.fill(key, full, token, &data).await,
-            None => false,
+        let Some(token) = token else {
+            return Ok(Loaded { data, db_time, stored: false, from_redis: false, coalesced: false });
+        };
+        let stored = match mode {
+            FillMode::Await => self.fill(key, full, token, &data).await,
+            FillMode::Queue => {
+                let (this, key, full, token, value) =
+                    (self.clone(), key.clone(), full.to_owned(), token.to_owned(), data.clone());
+                let mut fill = Box::pin(async move { this.fill(&key, &full, &token, &value).await });
+                // One poll writes the command into the connection's queue. Redis runs one connection's
+                // commands in order, so any later lookup from this process sees the stored value, while the
+                // response does not wait for the fill's reply.
+                if futures::poll!(&mut fill).is_pending() {
+                    tokio::spawn(fill);
+                }
+                false
+            }
         };
         Ok(Loaded { data, db_time, stored, from_redis: false, coalesced: false })
     }
@@ -546,7 +573,7 @@ impl Cache {
         match self.lookup(key, &full).await {
             Ok(Lookup::Hit(data)) => Ok(Primed::AlreadyCached(data)),
             Ok(Lookup::Miss { token }) => {
-                let loaded = self.load_and_fill(key, &full, Some(&token), load).await?;
+                let loaded = self.load_and_fill(key, &full, Some(&token), load, FillMode::Await).await?;
                 Ok(if loaded.stored { Primed::Stored(loaded.data) } else { Primed::NotStored(loaded.data) })
             }
             Err(_) => Ok(Primed::NotStored(load_json(load).await?.0)),
@@ -592,19 +619,22 @@ impl Cache {
         let field = key.scope.field();
         let ttl = ttl::random_jitter(self.inner.opts.ttls.for_endpoint(key.endpoint), self.inner.opts.ttl_jitter_pct);
         let ttl_ms = ttl.as_millis() as u64;
-        let script = &self.inner.fill;
+        // Always EVAL, never EVALSHA: a fill must be exactly one command (see FillMode::Queue), and EVALSHA
+        // becomes two (NOSCRIPT, then EVAL) on a Redis that has not seen the script yet.
         let stored: Result<i64, _> = self
             .inner
             .redis
             .run("fill", |mut conn| async move {
-                script
-                    .key(full)
-                    .key(&gens)
+                ::redis::cmd("EVAL")
+                    .arg(FILL)
+                    .arg(2)
+                    .arg(full)
+                    .arg(&gens)
                     .arg(&field)
                     .arg(token)
                     .arg(data.as_ref())
                     .arg(ttl_ms)
-                    .invoke_async(&mut conn)
+                    .query_async(&mut conn)
                     .await
             })
             .await;
