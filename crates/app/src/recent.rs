@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::http::{Method, Uri};
 use serde::Serialize;
 
 pub const CAPACITY: usize = 20;
@@ -21,9 +22,19 @@ pub struct RecentRequest {
     pub ms: f64,
 }
 
+/// What the middleware keeps per request: cheap clones, turned into text only when someone asks.
+struct Entry {
+    at_ms: u64,
+    method: Method,
+    uri: Uri,
+    status: u16,
+    cache: Option<&'static str>,
+    ms: f64,
+}
+
 #[derive(Clone, Default)]
 pub struct Recent {
-    inner: Arc<Mutex<VecDeque<RecentRequest>>>,
+    inner: Arc<Mutex<VecDeque<Entry>>>,
 }
 
 impl Recent {
@@ -33,10 +44,9 @@ impl Recent {
         path.starts_with("/api/") && !matches!(path, "/api/stats" | "/api/recent" | "/api/ttl")
     }
 
-    pub fn push(&self, method: &str, path: &str, status: u16, cache: Option<&'static str>, ms: f64) {
+    pub fn push(&self, method: Method, uri: Uri, status: u16, cache: Option<&'static str>, ms: f64) {
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let path: String = path.chars().take(MAX_PATH_CHARS).collect();
-        let entry = RecentRequest { at_ms, method: method.to_owned(), path, status, cache, ms };
+        let entry = Entry { at_ms, method, uri, status, cache, ms };
         let mut list = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if list.len() == CAPACITY {
             list.pop_back();
@@ -46,7 +56,20 @@ impl Recent {
 
     /// Newest first.
     pub fn snapshot(&self) -> Vec<RecentRequest> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        let list = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        list.iter()
+            .map(|e| {
+                let full = e.uri.path_and_query().map_or_else(|| e.uri.path(), |p| p.as_str());
+                RecentRequest {
+                    at_ms: e.at_ms,
+                    method: e.method.to_string(),
+                    path: full.chars().take(MAX_PATH_CHARS).collect(),
+                    status: e.status,
+                    cache: e.cache,
+                    ms: e.ms,
+                }
+            })
+            .collect()
     }
 }
 
@@ -58,7 +81,8 @@ mod tests {
     fn keeps_the_newest_twenty_newest_first() {
         let r = Recent::default();
         for i in 0..25 {
-            r.push("GET", &format!("/api/products/{i}"), 200, Some("HIT"), 0.1);
+            let uri: Uri = format!("/api/products/{i}").parse().expect("uri");
+            r.push(Method::GET, uri, 200, Some("HIT"), 0.1);
         }
         let s = r.snapshot();
         assert_eq!(s.len(), CAPACITY);

@@ -11,8 +11,11 @@ use crate::db::{Db, DbOptions};
 use crate::metrics::Metrics;
 use crate::recent::Recent;
 
+/// Cloned for every request by axum's `State`: one reference count, not a copy of every field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: Db,
     pub cache: Cache,
@@ -71,7 +74,7 @@ impl AppState {
         let cache = Cache::new(redis, Keyspace::new(&config.cache_prefix), opts, metrics.clone());
         let shutdown = CancellationToken::new();
         cache.start(shutdown.clone());
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             config: Arc::new(config),
             db,
             cache,
@@ -79,6 +82,14 @@ impl AppState {
             recent: Recent::default(),
             started: Instant::now(),
             shutdown,
-        })
+        })))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }

@@ -16,6 +16,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// In discriminant order (the index of each endpoint).
     pub const ALL: [Endpoint; 4] = [Endpoint::Categories, Endpoint::Search, Endpoint::TopProducts, Endpoint::Product];
 
     pub fn label(self) -> &'static str {

@@ -16,11 +16,12 @@ use crate::metrics::Metrics;
 
 pub struct L1 {
     entries: Moka<String, Bytes>,
+    hits: prometheus::IntCounter,
+    misses: prometheus::IntCounter,
     epoch: AtomicU64,
     /// False while this replica cannot hear invalidations from the others: then L1 is bypassed.
     active: AtomicBool,
     keyspace: Keyspace,
-    metrics: Metrics,
 }
 
 #[derive(Debug, Serialize)]
@@ -36,10 +37,11 @@ impl L1 {
     pub fn new(max_entries: u64, ttl: Duration, keyspace: Keyspace, metrics: Metrics) -> Self {
         L1 {
             entries: Moka::builder().max_capacity(max_entries).time_to_live(ttl).build(),
+            hits: metrics.l1_requests.with_label_values(&["hit"]),
+            misses: metrics.l1_requests.with_label_values(&["miss"]),
             epoch: AtomicU64::new(0),
             active: AtomicBool::new(false),
             keyspace,
-            metrics,
         }
     }
 
@@ -52,7 +54,7 @@ impl L1 {
             return None;
         }
         let found = self.entries.get(key);
-        self.metrics.l1_requests.with_label_values(&[if found.is_some() { "hit" } else { "miss" }]).inc();
+        if found.is_some() { &self.hits } else { &self.misses }.inc();
         found
     }
 

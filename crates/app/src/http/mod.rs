@@ -43,13 +43,8 @@ pub fn router(state: AppState) -> Router {
 /// Records `http_request_duration_seconds{route, method, status, source}` and the recent-requests list.
 async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let listed = crate::recent::Recent::wants(request.uri().path())
-        .then(|| request.uri().path_and_query().map_or_else(|| request.uri().path().to_owned(), |p| p.to_string()));
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let listed = crate::recent::Recent::wants(request.uri().path()).then(|| request.uri().clone());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let response = next.run(request).await;
     let outcome = response.extensions().get::<Outcome>().copied();
@@ -58,11 +53,16 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     state
         .metrics
         .http_duration
-        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str(), source])
+        .with_label_values(&[
+            route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            method.as_str(),
+            response.status().as_str(),
+            source,
+        ])
         .observe(elapsed.as_secs_f64());
-    if let Some(path) = listed {
+    if let Some(uri) = listed {
         let ms = elapsed.as_secs_f64() * 1000.0;
-        state.recent.push(method.as_str(), &path, response.status().as_u16(), outcome.map(Outcome::header), ms);
+        state.recent.push(method, uri, response.status().as_u16(), outcome.map(Outcome::header), ms);
     }
     response
 }

@@ -1,7 +1,8 @@
 //! The response of a cacheable GET: the stored JSON bytes wrapped, without re-encoding, in
 //! `{"source": ..., "elapsed_ms": ..., "data": <stored bytes>}`, with `X-Cache` and `Server-Timing` headers.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderName, HeaderValue, header};
@@ -21,31 +22,37 @@ pub struct CachedResponse {
     pub db_delay: Duration,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+/// Milliseconds with three decimals, from integer microseconds (no float formatting on the hot path).
+struct Ms(Duration);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = self.0.as_micros();
+        write!(f, "{}.{:03}", us / 1000, us % 1000)
+    }
 }
 
 impl IntoResponse for CachedResponse {
     fn into_response(self) -> Response {
         let Cached { data, outcome, level, redis_time, db_time, .. } = self.cached;
         let elapsed = self.started.elapsed();
-        let mut head = String::with_capacity(96);
-        let _ = write!(head, r#"{{"source":"{}","elapsed_ms":{:.3},"#, outcome.source(), ms(elapsed));
+        let mut body = Vec::with_capacity(data.len() + 96);
+        // Writing into a Vec cannot fail.
+        let _ = write!(body, r#"{{"source":"{}","elapsed_ms":{},"#, outcome.source(), Ms(elapsed));
         if !self.db_delay.is_zero() {
-            let _ = write!(head, r#""db_delay_ms":{},"#, self.db_delay.as_millis());
+            let _ = write!(body, r#""db_delay_ms":{},"#, self.db_delay.as_millis());
         }
-        head.push_str(r#""data":"#);
-        let mut body = Vec::with_capacity(head.len() + data.len() + 1);
-        body.extend_from_slice(head.as_bytes());
+        body.extend_from_slice(br#""data":"#);
         body.extend_from_slice(&data);
         body.push(b'}');
 
-        let mut timing = format!("total;dur={:.3}", ms(elapsed));
+        let mut timing = String::with_capacity(64);
+        let _ = write!(timing, "total;dur={}", Ms(elapsed));
         if let Some(t) = redis_time {
-            let _ = write!(timing, ", redis;dur={:.3}", ms(t));
+            let _ = write!(timing, ", redis;dur={}", Ms(t));
         }
         if let Some(t) = db_time {
-            let _ = write!(timing, ", db;dur={:.3}", ms(t));
+            let _ = write!(timing, ", db;dur={}", Ms(t));
         }
         let mut response = body.into_response();
         let headers = response.headers_mut();
@@ -63,5 +70,17 @@ impl IntoResponse for CachedResponse {
         }
         response.extensions_mut().insert(outcome);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_have_three_decimals() {
+        assert_eq!(Ms(Duration::from_micros(1_234_567)).to_string(), "1234.567");
+        assert_eq!(Ms(Duration::from_micros(58)).to_string(), "0.058");
+        assert_eq!(Ms(Duration::from_nanos(400)).to_string(), "0.000");
     }
 }
