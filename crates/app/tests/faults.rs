@@ -199,6 +199,10 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+
     fn count(&self, needle: &str) -> usize {
         String::from_utf8_lossy(&self.0.lock().expect("log buffer")).matches(needle).count()
     }
@@ -221,6 +225,6 @@ async fn redis_state_changes_are_logged_once_each() {
     }
     redis.restart().expect("restart");
     assert!(eventually_hit(&app, "/api/products/1").await);
-    assert_eq!(logs.count("redis unavailable"), 1, "one line for going down");
+    assert_eq!(logs.count("redis unavailable"), 1, "one line for going down:\n{}", logs.text());
     assert_eq!(logs.count("redis available"), 2, "one line for the first connect, one for coming back");
 }

@@ -2,7 +2,7 @@
 //! with a timeout, times it, and logs availability once per change of state.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,9 @@ pub struct RedisClient {
     metrics: Metrics,
     state: AtomicU8,
     breaker: Breaker,
+    /// Start time (nanoseconds since `base`) of the latest-started command whose outcome was applied.
+    latest_applied: AtomicU64,
+    base: Instant,
 }
 
 impl RedisClient {
@@ -64,6 +67,8 @@ impl RedisClient {
             breaker: Breaker::new(breaker, metrics.clone()),
             metrics,
             state: AtomicU8::new(UNKNOWN),
+            latest_applied: AtomicU64::new(0),
+            base: Instant::now(),
         });
         this.metrics.redis_up.set(0);
         // The task ends once connected (the manager reconnects by itself from then on) or when the client is dropped.
@@ -106,29 +111,45 @@ impl RedisClient {
         let start = Instant::now();
         let result = tokio::time::timeout(self.timeout, op(conn.clone())).await;
         self.metrics.redis_duration.with_label_values(&[command]).observe(start.elapsed().as_secs_f64());
+        // Outcomes are applied in the order the commands started: a reply that was already buffered when
+        // Redis died, or an error from a connection that has since been replaced, arrives late and says nothing
+        // about Redis now, so it changes neither the logged state nor the breaker.
+        let started_at = self.nanos(start);
+        let stale = self.latest_applied.fetch_max(started_at, Ordering::AcqRel) > started_at;
         match result {
             Ok(Ok(v)) => {
-                self.breaker.success();
-                self.mark_up();
+                if !stale {
+                    self.breaker.success();
+                    self.mark_up();
+                }
                 Ok(v)
             }
             Ok(Err(e)) => {
-                if is_connectivity(&e) {
+                if stale {
+                    tracing::debug!(command, error = %e, "late failure of an earlier redis command");
+                } else if is_connectivity(&e) {
                     self.breaker.failure();
                     self.mark_down(&e.to_string());
                 } else {
                     // Redis answered (with an error reply): it is reachable.
                     self.breaker.success();
+                    self.mark_up();
                     tracing::debug!(command, error = %e, "redis command failed");
                 }
                 Err(CacheError::Redis(e))
             }
             Err(_) => {
-                self.breaker.failure();
-                self.mark_down("timed out");
+                if !stale {
+                    self.breaker.failure();
+                    self.mark_down("timed out");
+                }
                 Err(CacheError::Timeout(command))
             }
         }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_nanos() as u64
     }
 
     fn mark_up(&self) {
