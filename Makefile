@@ -5,13 +5,14 @@ PROFILE ?= release
 PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
 
-.PHONY: help deps run build test fmt lint unit test-browser
+.PHONY: help deps run build test fmt lint unit test-browser bench
 
 BROWSER_TESTS := crates/app/tests/browser
 
 help:
 	@echo "make run     start throwaway PostgreSQL + Redis and the app on http://127.0.0.1:8000 (Ctrl-C stops all)"
 	@echo "make test    format check, clippy -D warnings, and every test (real PostgreSQL, Redis and Chromium)"
+	@echo "make bench   database vs cache, hit ratio and the performance bar, measured here (~1.5 min); writes docs/benchmarks.md"
 	@echo "make deps    install PostgreSQL, Redis and Rust components if missing (Debian/Ubuntu)"
 	@echo "make deploy  build the image into minikube and deploy everything (then: make port-forward)"
 	@echo "make render  regenerate deploy/ from cache-demo-ctl; make check-k8s validates it and the Helm chart"
@@ -26,10 +27,19 @@ build:
 run: deps build
 	$(TARGET_DIR)/cache-demo-stack -- $(TARGET_DIR)/cache-demo
 
+# Always release: debug timings mean nothing. The bench starts the app itself (twice: L1 off, then on), runs the
+# standard scenario against it and rewrites the measured part of docs/benchmarks.md.
+bench: deps
+	$(CARGO) build --release -p cache-demo -p cache-demo-testkit -p cache-demo-bench
+	target/release/cache-demo-stack -- target/release/cache-demo-bench --spawn-app target/release/cache-demo \
+		--scenario standard --app-log target/bench-app.log --markdown-out docs/benchmarks.md
+
 fmt:
 	$(CARGO) fmt --all
 
 lint:
+	@# The image builds with --locked: Cargo.lock must match the workspace.
+	$(CARGO) metadata --locked --format-version 1 > /dev/null
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -1,0 +1,313 @@
+use super::*;
+
+fn latency(p50: f64, p95: f64, p99: f64, max: f64) -> Option<Latency> {
+    Some(Latency { count: 1000, mean_ms: p50, p50_ms: p50, p95_ms: p95, p99_ms: p99, max_ms: max })
+}
+
+fn run(endpoint: Endpoint, cache: CacheMode, rps: f64, p50: f64) -> RunStats {
+    RunStats {
+        endpoint,
+        cache,
+        concurrency: 32,
+        write_ratio: 0.0,
+        elapsed_s: 4.0,
+        requests: (rps * 4.0) as u64,
+        errors: 0,
+        requests_per_s: rps,
+        latency: latency(p50, p50 * 2.0, p50 * 3.0, p50 * 10.0),
+        server: latency(p50 / 2.0, p50, p50, p50 * 5.0),
+        server_redis: None,
+        server_db: None,
+        writes: None,
+        x_cache: XCacheCounts::default(),
+        hit_ratio: None,
+        db_queries_per_s: None,
+        evicted_keys: None,
+        app_cpu_us_per_request: None,
+        first_error: None,
+    }
+}
+
+fn environment() -> Environment {
+    Environment {
+        date: "2026-11-23 10:00 UTC".into(),
+        cores: 2,
+        cpu: "AMD EPYC".into(),
+        build: "app release, bench release".into(),
+        app: "cache-demo 0.1.0".into(),
+        commit: Some("abc1234".into()),
+        target: "http://127.0.0.1:8000".into(),
+    }
+}
+
+fn settings(scenario: &str) -> Settings {
+    Settings {
+        scenario: scenario.into(),
+        concurrency: 32,
+        duration_s: 4.0,
+        warmup_s: 1.0,
+        max_requests: None,
+        distribution: "Zipf (s = 1)".into(),
+        keys: 500,
+        write_ratio: 0.0,
+        db_delay_ms: None,
+        patterns: Some("single_flight, ttl_jitter_pct=10".into()),
+        redis_maxmemory: Some("64.00M (allkeys-lru)".into()),
+    }
+}
+
+fn categories() -> Comparison {
+    let mut db = run(Endpoint::Categories, CacheMode::Off, 850.0, 36.6);
+    db.db_queries_per_s = Some(850.0);
+    let mut cache = run(Endpoint::Categories, CacheMode::On, 17_337.4, 1.58);
+    cache.db_queries_per_s = Some(0.0);
+    cache.hit_ratio = Some(1.0);
+    Comparison::new(Endpoint::Categories, Some(db), Some(cache))
+}
+
+fn custom_report() -> Report {
+    Report {
+        environment: environment(),
+        settings: settings("custom"),
+        endpoints: vec![categories()],
+        miss_path: None,
+        write_mix: Vec::new(),
+        apps: Vec::new(),
+        bar: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
+#[test]
+fn speedups_are_computed_from_both_runs() {
+    let s = categories().speedup;
+    assert_eq!(s.p50.map(|v| (v * 1000.0).round() / 1000.0), Some(23.165));
+    assert_eq!(s.throughput.map(|v| (v * 100.0).round() / 100.0), Some(20.4));
+    assert_eq!(s.db_load_reduction_pct, Some(100.0));
+}
+
+#[test]
+fn markdown_of_a_fixed_report_is_exact() {
+    let expected = "\
+| setting | value |
+|---|---|
+| date | 2026-11-23 10:00 UTC |
+| cores (nproc) | 2 |
+| CPU | AMD EPYC |
+| build | app release, bench release |
+| app | cache-demo 0.1.0, commit abc1234 |
+| target | http://127.0.0.1:8000 |
+| load (`custom`) | 32 connections, 4 s per run after 1 s of warm-up; keys: Zipf (s = 1) over 500 |
+| cache patterns on | single_flight, ttl_jitter_pct=10 |
+| Redis maxmemory | 64.00M (allkeys-lru) |
+
+### Database vs cache, per endpoint
+
+| endpoint | path | requests/s | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | errors | DB queries/s | hit ratio |
+|---|---|--:|--:|--:|--:|--:|--:|--:|--:|
+| `GET /api/categories` | database (`cache=off`) | 850 | 36.6 | 73.2 | 110 | 366 | 0 | 850 | – |
+|  | cache | 17,337 | 1.58 | 3.16 | 4.74 | 15.8 | 0 | 0 | 100.0% |
+
+What the cache changed (cache vs database; above 1× is better with the cache):
+
+| endpoint | throughput | p50 | p95 | p99 | database load reduction |
+|---|--:|--:|--:|--:|--:|
+| `GET /api/categories` | 20× | 23× | 23× | 23× | 100.0% |
+
+### How to read this
+
+- Requests/s and p50 … max are measured by the client, so they include the load generator, which runs on the same cores as the app, PostgreSQL and Redis. `/healthz`, a static response, is the most this machine serves with the load generator on it: no endpoint can beat it.
+- Hit ratio: the app's own counters (`/api/stats` hits, misses, errors), as deltas over the measured run, after the warm-up. DB queries/s: `db_query_duration_seconds_count` in `/metrics`, summed over all queries, as deltas over the run.
+- To watch the hit ratio fall as the key space outgrows Redis memory, set `maxmemory` below what the 500 products need (`redis-cli -p PORT CONFIG SET maxmemory 1500kb` on the local stack, where an idle Redis uses about 1 MB) and run `cache-demo-bench --endpoint product --cache on --distribution uniform`: evictions are listed under Notes.";
+    assert_eq!(custom_report().to_markdown(), expected);
+}
+
+fn standard_apps(hit_rps: f64, hit_p99: f64, l1: L1State) -> Vec<AppRun> {
+    let mut hit = run(Endpoint::Product, CacheMode::On, hit_rps, 1.0);
+    hit.latency = latency(1.0, 2.0, hit_p99, 9.0);
+    hit.app_cpu_us_per_request = Some(22.4);
+    hit.server = latency(0.2, 0.4, 0.5, 2.0);
+    let ceiling = run(Endpoint::Healthz, CacheMode::Off, 40_000.0, 0.5);
+    let mut apps = vec![AppRun {
+        name: "`L1_ENABLED=false`".into(),
+        l1: L1State::Absent,
+        ceiling: Some(ceiling.clone()),
+        product_hit: Some(hit.clone()),
+        rss_bytes: Some(14_300_000.0),
+    }];
+    let mut l1_hit = hit;
+    l1_hit.requests_per_s = 32_000.0;
+    apps.push(AppRun {
+        name: "`L1_ENABLED=true`".into(),
+        l1,
+        ceiling: Some(ceiling),
+        product_hit: Some(l1_hit),
+        rss_bytes: Some(52_000_000.0),
+    });
+    apps
+}
+
+fn miss_path(extra_ms: f64) -> MissPath {
+    let mut db = run(Endpoint::Product, CacheMode::Off, 2000.0, 0.45);
+    db.server = latency(0.35, 0.5, 0.6, 1.0);
+    db.server_db = latency(0.34, 0.5, 0.6, 1.0);
+    let mut miss = run(Endpoint::Product, CacheMode::On, 1500.0, 0.6);
+    miss.server = latency(0.35 + extra_ms, 0.9, 1.0, 2.0);
+    miss.server_redis = latency(0.1, 0.2, 0.3, 0.5);
+    let mut hit = run(Endpoint::Product, CacheMode::On, 4000.0, 0.17);
+    hit.server = latency(0.08, 0.12, 0.2, 0.5);
+    hit.server_redis = latency(0.077, 0.1, 0.2, 0.5);
+    MissPath::new(db, miss, hit)
+}
+
+#[test]
+fn the_bar_is_measured_never_assumed() {
+    let m = miss_path(0.25);
+    assert!((m.extra_ms.expect("both server times") - 0.25).abs() < 1e-9);
+    assert_eq!(m.round_trip_ms, Some(0.1));
+    let bar = evaluate_bar(&standard_apps(21_000.0, 4.0, L1State::On), Some(&m));
+    let statuses: Vec<Status> = bar.iter().map(|g| g.status).collect();
+    use Status::*;
+    // rps, p99, L1 vs ceiling (32k of 40k = 80%), server hit p50 one connection, under load, miss path, memory.
+    assert_eq!(statuses, [Met, Met, Met, Met, Met, NotMet, NotMet]);
+    assert_eq!(bar[2].measured, "32,000 of 40,000 requests/s = 80.0%");
+    assert_eq!(bar[5].measured, "+0.250 ms; one round trip 0.100 ms");
+    assert_eq!(bar[6].measured, "`L1_ENABLED=false`: 14.3 MB; `L1_ENABLED=true`: 52.0 MB");
+
+    let bar = evaluate_bar(&standard_apps(19_999.0, 5.0, L1State::Absent), Some(&miss_path(0.05)));
+    let statuses: Vec<Status> = bar.iter().map(|g| g.status).collect();
+    assert_eq!(statuses, [NotMet, NotMet, NotMeasured, Met, Met, Met, NotMet]);
+    assert_eq!(bar[2].measured, "no L1 in this build (Redis only: 50.0% of the ceiling)");
+
+    let bar = evaluate_bar(&[], None);
+    assert!(bar.iter().all(|g| g.status == NotMeasured), "{bar:?}");
+}
+
+#[test]
+fn the_bar_renders_as_a_table() {
+    let report = Report {
+        bar: evaluate_bar(&standard_apps(21_000.0, 4.0, L1State::Absent), Some(&miss_path(0.05))),
+        ..custom_report()
+    };
+    let md = report.to_markdown();
+    let expected = "\
+### The bar
+
+| goal | measured |  |
+|---|---|---|
+| Cache hits of `GET /api/products/{id}`, Redis only (L1 off): ≥ 20,000 requests/s | 21,000 requests/s at 32 connections | met |
+| … and p99 < 5 ms | p99 4.00 ms | met |
+| Cache hits with L1 on: ≥ 75% of the `/healthz` ceiling of the same run | no L1 in this build (Redis only: 52.5% of the ceiling) | not measured |
+| Server-side time of a cache hit (`Server-Timing` total), p50 < 0.3 ms, one connection | p50 0.080 ms | met |
+| … and under load (the Redis-only hit run) | p50 0.200 ms at 32 connections | met |
+| A miss adds at most one Redis round trip over `cache=off` (server-side p50) | +0.050 ms; one round trip 0.100 ms | met |
+| App resident memory < 50 MB after the standard scenario | `L1_ENABLED=false`: 14.3 MB; `L1_ENABLED=true`: 52.0 MB | **not met** |
+";
+    assert!(md.contains(expected), "{md}");
+}
+
+#[test]
+fn the_full_standard_report_has_every_section() {
+    let apps = standard_apps(21_000.0, 4.0, L1State::Absent);
+    let mut mix = run(Endpoint::Product, CacheMode::On, 15_000.0, 1.5);
+    mix.write_ratio = 0.01;
+    mix.hit_ratio = Some(0.972);
+    mix.writes = latency(6.25, 9.0, 12.0, 20.0);
+    let product_db = run(Endpoint::Product, CacheMode::Off, 4000.0, 7.0);
+    let product = Comparison::new(Endpoint::Product, Some(product_db), apps[0].product_hit.clone());
+    let report = Report {
+        settings: settings("standard"),
+        endpoints: vec![product, categories()],
+        miss_path: Some(miss_path(0.25)),
+        write_mix: vec![apps[0].product_hit.clone().expect("hit run"), mix],
+        bar: evaluate_bar(&apps, None),
+        apps,
+        notes: vec!["A note.".into()],
+        ..custom_report()
+    };
+    let md = report.to_markdown();
+    for heading in [
+        "### Database vs cache, per endpoint",
+        "### Miss path: each product id once, one connection",
+        "### Writes and the hit ratio",
+        "### Hit path against the HTTP ceiling, and memory",
+        "### The bar",
+        "### Notes",
+        "### How to read this",
+    ] {
+        assert!(md.contains(heading), "{heading} missing from\n{md}");
+    }
+    assert!(md.contains("| 1% | 15,000 | 1.50 | 4.50 | 6.25 | 97.2% | – | 0 |"), "{md}");
+    assert!(
+        md.contains("| `L1_ENABLED=false` | 40,000 | 21,000 | 52.5% | – | 1.00 | 4.00 | 0.200 | – | 22 | 14.3 MB |"),
+        "{md}"
+    );
+    assert!(md.contains("A miss takes 0.250 ms more than `cache=off` at the median"), "{md}");
+    assert!(md.contains("the cache made its p50 7.0× faster, against 23× for the `/api/categories` aggregate."));
+    assert!(md.contains("the hit ratio was 97.2% at 1% writes."), "{md}");
+    // Every table row has as many cells as its header.
+    let mut cols = 0;
+    for line in md.lines() {
+        if line.starts_with("| ") && !md.contains(&format!("{line}\n|---")) {
+            assert_eq!(line.matches(" | ").count() + 1, cols, "row {line:?}");
+        } else if line.starts_with("| ") {
+            cols = line.matches(" | ").count() + 1;
+        }
+    }
+}
+
+#[test]
+fn json_has_the_documented_shape() {
+    let v = serde_json::to_value(custom_report()).expect("serializable");
+    assert_eq!(v["environment"]["cores"], 2);
+    assert_eq!(v["settings"]["concurrency"], 32);
+    let c = &v["endpoints"][0];
+    assert_eq!(c["endpoint"], "categories");
+    assert_eq!(c["database"]["cache"], "off");
+    assert_eq!(c["database"]["requests_per_s"], 850.0);
+    assert_eq!(c["cache"]["latency"]["p50_ms"], 1.58);
+    assert_eq!(c["cache"]["hit_ratio"], 1.0);
+    assert_eq!(c["speedup"]["db_load_reduction_pct"], 100.0);
+    assert!(v["miss_path"].is_null());
+    let bar = serde_json::to_value(evaluate_bar(&[], None)).expect("serializable");
+    assert_eq!(bar[0]["status"], "not_measured");
+}
+
+#[test]
+fn splice_keeps_the_history() {
+    let fresh = splice(None, "TABLES v1\n");
+    assert!(fresh.starts_with("# Benchmarks\n"));
+    assert!(fresh.contains(&format!("{BEGIN}\nTABLES v1\n{END}\n\n## History\n")));
+    let edited = fresh.replace("## History\n", "## History\n\n- 2026-11-20: before the L1 cache, 18k req/s\n");
+    let again = splice(Some(&edited), "TABLES v2");
+    assert!(again.contains(&format!("{BEGIN}\nTABLES v2\n{END}")));
+    assert!(!again.contains("TABLES v1"));
+    assert!(again.contains("- 2026-11-20: before the L1 cache, 18k req/s"));
+    assert_eq!(again.matches(BEGIN).count(), 1);
+    let by_hand = splice(Some("# Mine\n\nnotes\n"), "T");
+    assert_eq!(by_hand, format!("# Mine\n\nnotes\n\n{BEGIN}\nT\n{END}\n"));
+}
+
+#[test]
+fn numbers_are_formatted_for_people() {
+    assert_eq!(fmt_int(1234567.4), "1,234,567");
+    assert_eq!(fmt_int(999.5), "1,000");
+    assert_eq!(fmt_int(0.0), "0");
+    assert_eq!(fmt_ms(0.0804), "0.080");
+    assert_eq!(fmt_ms(6.634), "6.63");
+    assert_eq!(fmt_ms(36.64), "36.6");
+    assert_eq!(fmt_ms(1234.4), "1,234");
+    assert_eq!(fmt_x(4.44), "4.4×");
+    assert_eq!(fmt_x(23.2), "23×");
+    assert_eq!(fmt_share(0.01), "1%");
+    assert_eq!(fmt_share(0.025), "2.5%");
+    assert_eq!(fmt_mb(14_312_345.0), "14.3 MB");
+}
+
+#[test]
+fn utc_dates() {
+    assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
+    assert_eq!(utc_date(951_782_400), "2000-02-29 00:00 UTC");
+    assert_eq!(utc_date(1_700_000_000), "2023-11-14 22:13 UTC");
+    assert_eq!(utc_date(4_102_444_799), "2099-12-31 23:59 UTC");
+}

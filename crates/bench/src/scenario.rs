@@ -1,0 +1,277 @@
+//! Runs, in the order that keeps them fair: each measured run is framed by snapshots of the app's counters and
+//! metrics, and cached runs follow a warm-up.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::app::{AppClient, L1State};
+use crate::client::Target;
+use crate::load::{self, LoadSpec};
+use crate::report::{AppRun, Comparison, MissPath, RunStats};
+use crate::summary::Latency;
+use crate::workload::{CacheMode, Distribution, Endpoint, KeySampler, SEEDED_PRODUCTS, Workload};
+
+/// The options every run shares.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub max_requests: Option<u64>,
+    pub timeout: Duration,
+    pub distribution: Distribution,
+    pub zipf_exponent: f64,
+    pub keys: u64,
+    pub write_ratio: f64,
+    /// Draw progress bars (on stderr, only when it is a terminal).
+    pub progress: bool,
+    /// Print a line per run on stderr.
+    pub verbose: bool,
+    /// The app's `ADMIN_TOKEN`, for the flush.
+    pub admin_token: Option<String>,
+}
+
+impl Plan {
+    /// Small defaults, for tests and embedding.
+    pub fn quick(concurrency: usize, duration: Duration) -> Plan {
+        Plan {
+            concurrency,
+            duration,
+            warmup: Duration::from_millis(300),
+            max_requests: None,
+            timeout: Duration::from_secs(10),
+            distribution: Distribution::Zipf,
+            zipf_exponent: 1.0,
+            keys: SEEDED_PRODUCTS,
+            write_ratio: 0.0,
+            progress: false,
+            verbose: false,
+            admin_token: None,
+        }
+    }
+}
+
+/// Runs measurements against one app.
+pub struct Runner {
+    pub app: AppClient,
+    pub plan: Plan,
+}
+
+impl Runner {
+    pub fn new(target: Target, plan: Plan) -> Runner {
+        let mut app = AppClient::new(target);
+        app.admin_token = plan.admin_token.clone();
+        Runner { app, plan }
+    }
+
+    fn workload(&self, endpoint: Endpoint, cache: CacheMode, write_ratio: f64) -> anyhow::Result<Workload> {
+        let p = &self.plan;
+        let sampler = KeySampler::new(p.distribution, endpoint.key_count(p.keys), p.zipf_exponent)?;
+        let write_sampler = KeySampler::new(p.distribution, p.keys, p.zipf_exponent)?;
+        Ok(Workload { endpoint, cache, sampler, write_sampler, write_ratio })
+    }
+
+    fn progress(&self, label: &str, duration: Duration, max_requests: Option<u64>) -> ProgressBar {
+        if !self.plan.progress {
+            return ProgressBar::hidden();
+        }
+        let (len, template) = match max_requests {
+            Some(n) if n > 0 => (n, "{prefix:>28} [{bar:30}] {pos}/{len} {msg}"),
+            _ => (duration.as_millis() as u64, "{prefix:>28} [{bar:30}] {elapsed}/{duration} {msg}"),
+        };
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(label.to_owned());
+        bar
+    }
+
+    /// One measured run with the app's counters and metrics read before and after.
+    pub async fn measure(
+        &self,
+        label: &str,
+        workload: Workload,
+        concurrency: usize,
+        duration: Duration,
+        max_requests: Option<u64>,
+    ) -> anyhow::Result<RunStats> {
+        let spec = LoadSpec { workload, concurrency, duration, max_requests, timeout: self.plan.timeout };
+        let before = self.app.snapshot().await?;
+        let bar = self.progress(label, duration, max_requests);
+        let result = load::run(&self.app.target, &spec, &bar).await?;
+        let after = self.app.snapshot().await?;
+        let w = &spec.workload;
+        let stats = RunStats::new(w.endpoint, w.cache, concurrency, w.write_ratio, &result, &before, &after);
+        if self.plan.verbose {
+            eprintln!("  {label:<36} {}", one_line(&stats));
+        }
+        if let Some(e) = &stats.first_error {
+            eprintln!("  {label}: {} errors, the first: {e}", stats.errors);
+        }
+        Ok(stats)
+    }
+
+    /// Requests, unmeasured, so the cache holds what the next run reads.
+    pub async fn warm(&self, workload: Workload) -> anyhow::Result<()> {
+        if self.plan.warmup.is_zero() {
+            return Ok(());
+        }
+        let spec = LoadSpec {
+            workload,
+            concurrency: self.plan.concurrency,
+            duration: self.plan.warmup,
+            max_requests: None,
+            timeout: self.plan.timeout,
+        };
+        load::run(&self.app.target, &spec, &self.progress("warm-up", self.plan.warmup, None)).await?;
+        Ok(())
+    }
+
+    fn run_duration(&self) -> Duration {
+        self.plan.duration
+    }
+
+    /// `cache=off`, then (after a warm-up) through the cache; either may be skipped.
+    pub async fn compare(&self, endpoint: Endpoint, database: bool, cache: bool) -> anyhow::Result<Comparison> {
+        let c = self.plan.concurrency;
+        let (d, n) = (self.run_duration(), self.plan.max_requests);
+        let wr = self.plan.write_ratio;
+        let db = if database {
+            let w = self.workload(endpoint, CacheMode::Off, wr)?;
+            Some(self.measure(&format!("{} database", endpoint.route()), w, c, d, n).await?)
+        } else {
+            None
+        };
+        let cached = if cache {
+            self.warm(self.workload(endpoint, CacheMode::On, 0.0)?).await?;
+            let w = self.workload(endpoint, CacheMode::On, wr)?;
+            Some(self.measure(&format!("{} cache", endpoint.route()), w, c, d, n).await?)
+        } else {
+            None
+        };
+        Ok(Comparison::new(endpoint, db, cached))
+    }
+
+    /// `/healthz`: a static response through the same server stack, the ceiling of this machine.
+    pub async fn ceiling(&self) -> anyhow::Result<RunStats> {
+        let w = self.workload(Endpoint::Healthz, CacheMode::Off, 0.0)?;
+        self.measure("GET /healthz (ceiling)", w, self.plan.concurrency, self.run_duration(), self.plan.max_requests)
+            .await
+    }
+
+    /// Product ids 1..=N (N = keys, at most the seeded 500) once each, one connection: `cache=off`, then after
+    /// a flush through the cache (all misses), then again (all hits).
+    pub async fn miss_path(&self) -> anyhow::Result<MissPath> {
+        let n = self.plan.keys.min(SEEDED_PRODUCTS);
+        let workload = |cache| -> anyhow::Result<Workload> {
+            Ok(Workload {
+                endpoint: Endpoint::Product,
+                cache,
+                sampler: KeySampler::new(Distribution::Sequential, n, 0.0)?,
+                write_sampler: KeySampler::new(Distribution::Sequential, n, 0.0)?,
+                write_ratio: 0.0,
+            })
+        };
+        // Bounded by the count; the duration is only a safety net.
+        let limit = Duration::from_secs(60);
+        let database = self.measure("miss path: database", workload(CacheMode::Off)?, 1, limit, Some(n)).await?;
+        self.app.flush().await?;
+        let miss = self.measure("miss path: misses", workload(CacheMode::On)?, 1, limit, Some(n)).await?;
+        let hit = self.measure("miss path: hits", workload(CacheMode::On)?, 1, limit, Some(n)).await?;
+        Ok(MissPath::new(database, miss, hit))
+    }
+
+    /// Product reads through a warm cache with `write_ratio` of writes.
+    pub async fn write_mix(&self, write_ratio: f64) -> anyhow::Result<RunStats> {
+        self.warm(self.workload(Endpoint::Product, CacheMode::On, 0.0)?).await?;
+        let w = self.workload(Endpoint::Product, CacheMode::On, write_ratio)?;
+        let label = format!("product, {:.0}% writes", write_ratio * 100.0);
+        self.measure(&label, w, self.plan.concurrency, self.run_duration(), self.plan.max_requests).await
+    }
+
+    /// Cached product hits after a warm-up (the L1 run of the standard scenario).
+    pub async fn product_hits(&self) -> anyhow::Result<RunStats> {
+        self.warm(self.workload(Endpoint::Product, CacheMode::On, 0.0)?).await?;
+        let w = self.workload(Endpoint::Product, CacheMode::On, 0.0)?;
+        let label = format!("{} cache", Endpoint::Product.route());
+        self.measure(&label, w, self.plan.concurrency, self.run_duration(), self.plan.max_requests).await
+    }
+
+    pub async fn l1_state(&self) -> anyhow::Result<L1State> {
+        Ok(L1State::from_stats(&self.app.stats().await?))
+    }
+
+    pub async fn rss_bytes(&self) -> anyhow::Result<Option<f64>> {
+        Ok(self.app.snapshot().await?.rss_bytes)
+    }
+}
+
+/// What the standard scenario measured on one app.
+pub struct StandardResult {
+    pub endpoints: Vec<Comparison>,
+    pub miss_path: MissPath,
+    pub write_mix: Vec<RunStats>,
+    pub app: AppRun,
+}
+
+/// The endpoints of the standard scenario, in order.
+pub const STANDARD_ENDPOINTS: &[Endpoint] = &[Endpoint::Product, Endpoint::Categories, Endpoint::Search, Endpoint::Top];
+/// Write shares of the standard scenario's mixed runs (0 % is the cached product run).
+pub const STANDARD_WRITE_RATIOS: &[f64] = &[0.01, 0.10];
+
+/// Ceiling, every endpoint both ways, the miss path, writes against the hit ratio, memory.
+pub async fn standard(runner: &Runner, name: &str) -> anyhow::Result<StandardResult> {
+    runner.app.flush().await?;
+    let l1 = runner.l1_state().await?;
+    let ceiling = runner.ceiling().await?;
+    let mut endpoints = Vec::new();
+    for e in STANDARD_ENDPOINTS {
+        endpoints.push(runner.compare(*e, true, true).await?);
+    }
+    let miss_path = runner.miss_path().await?;
+    let product_hit = endpoints.first().and_then(|c| c.cache.clone());
+    let mut write_mix: Vec<RunStats> = product_hit.iter().cloned().collect();
+    for r in STANDARD_WRITE_RATIOS {
+        write_mix.push(runner.write_mix(*r).await?);
+    }
+    let rss_bytes = runner.rss_bytes().await?;
+    let app = AppRun { name: name.to_owned(), l1, ceiling: Some(ceiling), product_hit, rss_bytes };
+    Ok(StandardResult { endpoints, miss_path, write_mix, app })
+}
+
+/// The short run on a second app process (L1 on): ceiling, product hits, memory.
+pub async fn hit_path_only(runner: &Runner, name: &str) -> anyhow::Result<AppRun> {
+    runner.app.flush().await?;
+    let l1 = runner.l1_state().await?;
+    let ceiling = runner.ceiling().await?;
+    let product_hit = runner.product_hits().await?;
+    let rss_bytes = runner.rss_bytes().await?;
+    Ok(AppRun { name: name.to_owned(), l1, ceiling: Some(ceiling), product_hit: Some(product_hit), rss_bytes })
+}
+
+/// `12,345 req/s  p50 1.23  p99 4.56 ms  errors 0  hit 99.9%`
+pub fn one_line(r: &RunStats) -> String {
+    use crate::report::{fmt_int, fmt_ms, fmt_pct};
+    let mut s = format!("{:>8} req/s", fmt_int(r.requests_per_s));
+    if let Some(Latency { p50_ms, p99_ms, .. }) = r.latency {
+        s.push_str(&format!("  p50 {} ms  p99 {} ms", fmt_ms(p50_ms), fmt_ms(p99_ms)));
+    }
+    if let Some(l) = r.server {
+        s.push_str(&format!("  server p50 {} ms", fmt_ms(l.p50_ms)));
+    }
+    if let Some(h) = r.hit_ratio {
+        s.push_str(&format!("  hits {}", fmt_pct(h * 100.0)));
+    }
+    if let Some(q) = r.db_queries_per_s {
+        s.push_str(&format!("  DB {}/s", fmt_int(q)));
+    }
+    if let Some(c) = r.app_cpu_us_per_request {
+        s.push_str(&format!("  app CPU {} µs/req", fmt_int(c)));
+    }
+    if r.errors > 0 {
+        s.push_str(&format!("  errors {}", fmt_int(r.errors as f64)));
+    }
+    s
+}

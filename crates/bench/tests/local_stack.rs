@@ -1,0 +1,103 @@
+//! The bench against the real app (in-process) on real PostgreSQL and Redis from `cache-demo-testkit`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cache_demo::{AppState, Config};
+use cache_demo_bench::client::Target;
+use cache_demo_bench::{Args, Plan, Runner};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The app on the shared servers with a fresh database and its own key prefix; stops when dropped.
+struct App {
+    addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_app() -> App {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let pg = tokio::task::spawn_blocking(cache_demo_testkit::shared_pg).await.expect("start PostgreSQL");
+    let redis = tokio::task::spawn_blocking(cache_demo_testkit::shared_redis).await.expect("start Redis");
+    let db_url = tokio::task::spawn_blocking(move || cache_demo_testkit::fresh_database(pg))
+        .await
+        .expect("join")
+        .expect("fresh database");
+    let mut config = Config::for_urls(&db_url, &redis.url());
+    config.cache_prefix = format!("bench{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let state = AppState::new(config).expect("app state");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(cache_demo::serve(state, listener, async {
+        let _ = rx.await;
+    }));
+    App { addr, _stop: tx }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_prints_the_table_and_the_cache_beats_the_database() {
+    let app = start_app().await;
+    let url = format!("http://{}", app.addr);
+    let args = Args::parse_from([
+        "cache-demo-bench",
+        "--url",
+        &url,
+        "--endpoint",
+        "categories",
+        "--concurrency",
+        "4",
+        "--duration",
+        "1s",
+        "--warmup",
+        "300ms",
+        "--no-progress",
+    ]);
+    let report = cache_demo_bench::run(&args).await.expect("bench run");
+
+    let c = &report.endpoints[0];
+    let (db, cache) = (c.database.as_ref().expect("database run"), c.cache.as_ref().expect("cached run"));
+    assert_eq!((db.errors, cache.errors), (0, 0), "{:?} {:?}", db.first_error, cache.first_error);
+    assert!(db.requests > 10 && cache.requests > 10, "{} and {} requests", db.requests, cache.requests);
+    let (db_p50, cache_p50) = (db.latency.expect("db").p50_ms, cache.latency.expect("cache").p50_ms);
+    assert!(cache_p50 < db_p50, "cached p50 {cache_p50} ms, database p50 {db_p50} ms");
+    assert_eq!(db.x_cache.bypass, db.requests, "every cache=off response says BYPASS");
+    assert!(cache.hit_ratio.expect("hit ratio from /api/stats") > 0.9, "{:?}", cache.hit_ratio);
+    let (db_q, cache_q) = (db.db_queries_per_s.expect("db queries"), cache.db_queries_per_s.expect("db queries"));
+    assert!(db_q > 10.0 && cache_q < db_q / 10.0, "DB queries/s: {db_q} without, {cache_q} with the cache");
+
+    let md = report.to_markdown();
+    let header = "| endpoint | path | requests/s | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | errors | DB queries/s | hit ratio |";
+    let lines: Vec<&str> = md.lines().collect();
+    let at = lines.iter().position(|l| *l == header).unwrap_or_else(|| panic!("no endpoint table in\n{md}"));
+    assert_eq!(lines[at + 1], "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    assert!(lines[at + 2].starts_with("| `GET /api/categories` | database (`cache=off`) | "), "{}", lines[at + 2]);
+    assert!(lines[at + 3].starts_with("|  | cache | "), "{}", lines[at + 3]);
+    for row in &lines[at + 2..=at + 3] {
+        assert_eq!(row.matches(" | ").count() + 1, 10, "cells of {row}");
+    }
+    assert!(md.contains("| `GET /api/categories` | "), "speedup row missing:\n{md}");
+    assert!(report.bar.is_empty(), "the bar belongs to the standard scenario");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_miss_path_sees_misses_then_hits() {
+    let app = start_app().await;
+    let mut plan = Plan::quick(2, Duration::from_secs(1));
+    plan.keys = 40;
+    let runner = Runner::new(Target::local(app.addr), plan);
+    runner.app.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let m = runner.miss_path().await.expect("miss path");
+    assert_eq!((m.database.requests, m.miss.requests, m.hit.requests), (40, 40, 40));
+    assert_eq!(m.database.x_cache.bypass, 40);
+    assert_eq!(m.miss.x_cache.miss, 40, "after a flush every id misses once");
+    assert_eq!(m.hit.x_cache.hit, 40, "then hits");
+    assert_eq!(m.miss.hit_ratio, Some(0.0));
+    assert_eq!(m.hit.hit_ratio, Some(1.0));
+    assert!(m.round_trip_ms.is_some_and(|rt| rt > 0.0), "Redis time of the lookups: {:?}", m.round_trip_ms);
+    assert!(m.extra_ms.is_some(), "server times of both paths");
+    let (hit, db) = (m.hit.server.expect("hit").p50_ms, m.database.server.expect("db").p50_ms);
+    assert!(hit < db + 1.0, "server p50: hit {hit} ms, database {db} ms");
+}
