@@ -553,15 +553,7 @@ impl Cache {
         let stored = match mode {
             FillMode::Await => self.fill(key, full, token, &data).await,
             FillMode::Queue => {
-                let (this, key, full, token, value) =
-                    (self.clone(), key.clone(), full.to_owned(), token.to_owned(), data.clone());
-                let mut fill = Box::pin(async move { this.fill(&key, &full, &token, &value).await });
-                // One poll writes the command into the connection's queue. Redis runs one connection's
-                // commands in order, so any later lookup from this process sees the stored value, while the
-                // response does not wait for the fill's reply.
-                if futures::poll!(&mut fill).is_pending() {
-                    tokio::spawn(fill);
-                }
+                self.queue_fill(key, full, token, &data).await;
                 false
             }
         };
@@ -619,32 +611,37 @@ impl Cache {
         })
     }
 
+    /// The fill as one `EVAL` command (never EVALSHA, which becomes two commands, NOSCRIPT then EVAL, on a Redis
+    /// that has not seen the script yet), and the TTL it gives.
+    fn fill_command(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) -> (::redis::Cmd, Duration) {
+        let ttl = ttl::random_jitter(self.inner.opts.ttls.for_endpoint(key.endpoint), self.inner.opts.ttl_jitter_pct);
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(FILL)
+            .arg(2)
+            .arg(full)
+            .arg(self.inner.keyspace.generations())
+            .arg(key.scope.field())
+            .arg(token)
+            .arg(data.as_ref())
+            .arg(ttl.as_millis() as u64);
+        (cmd, ttl)
+    }
+
+    /// Queues the fill without waiting for its reply. Redis runs one connection's commands in order, so any later
+    /// lookup from this process sees the value, while the response does not wait a round trip for it.
+    async fn queue_fill(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) {
+        let (cmd, ttl) = self.fill_command(key, full, token, data);
+        if self.inner.redis.send_without_reply("fill_queued", cmd).await.is_ok() {
+            self.inner.metrics.ttl_seconds.observe(ttl.as_secs_f64());
+        }
+    }
+
     /// Stores the loaded value, with a jittered TTL, unless a write changed the scope's generation meanwhile.
     /// Failures are logged and counted by the Redis layer; the request has its answer already.
     async fn fill(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) -> bool {
-        let gens = self.inner.keyspace.generations();
-        let field = key.scope.field();
-        let ttl = ttl::random_jitter(self.inner.opts.ttls.for_endpoint(key.endpoint), self.inner.opts.ttl_jitter_pct);
-        let ttl_ms = ttl.as_millis() as u64;
-        // Always EVAL, never EVALSHA: a fill must be exactly one command (see FillMode::Queue), and EVALSHA
-        // becomes two (NOSCRIPT, then EVAL) on a Redis that has not seen the script yet.
-        let stored: Result<i64, _> = self
-            .inner
-            .redis
-            .run("fill", |mut conn| async move {
-                ::redis::cmd("EVAL")
-                    .arg(FILL)
-                    .arg(2)
-                    .arg(full)
-                    .arg(&gens)
-                    .arg(&field)
-                    .arg(token)
-                    .arg(data.as_ref())
-                    .arg(ttl_ms)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await;
+        let (cmd, ttl) = self.fill_command(key, full, token, data);
+        let stored: Result<i64, _> =
+            self.inner.redis.run("fill", |mut conn| async move { cmd.query_async(&mut conn).await }).await;
         match stored {
             Ok(1) => {
                 self.inner.metrics.ttl_seconds.observe(ttl.as_secs_f64());

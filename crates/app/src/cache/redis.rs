@@ -148,6 +148,28 @@ impl RedisClient {
         }
     }
 
+    /// Queues a command without waiting for (or reading) its reply: Redis still runs it, in order with this
+    /// connection's other commands. An enqueue proves nothing about Redis's health, so it changes neither the
+    /// logged state nor the breaker; it is skipped while the breaker is open.
+    pub async fn send_without_reply(&self, command: &'static str, mut cmd: redis::Cmd) -> Result<(), CacheError> {
+        let Some(conn) = self.conn.get() else {
+            return Err(CacheError::NotConnected);
+        };
+        if self.breaker.state() == State::Open {
+            return Err(CacheError::CircuitOpen);
+        }
+        cmd.set_no_response(true);
+        let mut conn = conn.clone();
+        let start = Instant::now();
+        let sent = tokio::time::timeout(self.timeout, conn.send_packed_command(&cmd)).await;
+        self.metrics.redis_duration.with_label_values(&[command]).observe(start.elapsed().as_secs_f64());
+        match sent {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(CacheError::Redis(e)),
+            Err(_) => Err(CacheError::Timeout(command)),
+        }
+    }
+
     fn nanos(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.base).as_nanos() as u64
     }
