@@ -23,8 +23,6 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 const INITDB_TIMEOUT: Duration = Duration::from_secs(120);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
-/// Attempts at finding a free port when another process grabs the one we picked.
-const PORT_ATTEMPTS: u32 = 5;
 
 /// A running PostgreSQL server on `127.0.0.1:<port>`, owned by this value.
 ///
@@ -72,14 +70,11 @@ impl PgServer {
             dir,
         };
         server.initdb()?;
-        for attempt in 1..=PORT_ATTEMPTS {
-            server.port = process::free_port()?;
-            match server.launch() {
-                Err(e) if e.is_port_conflict() && attempt < PORT_ATTEMPTS => continue,
-                result => return result.map(|()| server),
-            }
-        }
-        unreachable!("the last attempt returns")
+        process::launch_on_free_port(|port| {
+            server.port = port;
+            server.launch()
+        })?;
+        Ok(server)
     }
 
     pub fn port(&self) -> u16 {

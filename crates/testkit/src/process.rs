@@ -197,6 +197,21 @@ pub(crate) fn stop_child(child: &mut Child, signal: Signal, grace: Duration) -> 
     Ok(false)
 }
 
+/// How many free ports a server gets to try before its start fails: another process may take a port between
+/// our probe and the server's bind.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// Runs `launch` on free loopback ports until one binds (a port conflict moves on to another port).
+pub(crate) fn launch_on_free_port(mut launch: impl FnMut(u16) -> Result<(), Error>) -> Result<(), Error> {
+    for attempt in 1..=PORT_ATTEMPTS {
+        match launch(free_port()?) {
+            Err(e) if e.is_port_conflict() && attempt < PORT_ATTEMPTS => continue,
+            result => return result,
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 ///
 /// Another process may take it before the server binds it; callers retry on "Address already in

@@ -16,7 +16,6 @@ use crate::process::{self, LogFile};
 const SERVER: &str = "Redis";
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);
-const PORT_ATTEMPTS: u32 = 5;
 
 /// How to configure a [`RedisServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,14 +61,11 @@ impl RedisServer {
         let dir = crate::workdir::create("redis", None)?;
         let log = LogFile { path: dir.path().join("redis.log") };
         let mut server = RedisServer { opts, log, port: 0, child: Mutex::new(None), dir };
-        for attempt in 1..=PORT_ATTEMPTS {
-            server.port = process::free_port()?;
-            match server.launch() {
-                Err(e) if e.is_port_conflict() && attempt < PORT_ATTEMPTS => continue,
-                result => return result.map(|()| server),
-            }
-        }
-        unreachable!("the last attempt returns")
+        process::launch_on_free_port(|port| {
+            server.port = port;
+            server.launch()
+        })?;
+        Ok(server)
     }
 
     pub fn port(&self) -> u16 {
