@@ -5,7 +5,7 @@ PROFILE ?= release
 PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
 
-.PHONY: help deps run build test fmt lint unit test-browser bench
+.PHONY: help deps test-deps run build test fmt lint unit test-browser bench
 
 BROWSER_TESTS := crates/app/tests/browser
 
@@ -20,6 +20,9 @@ help:
 
 deps:
 	@scripts/install-deps.sh
+
+test-deps:
+	@scripts/install-deps.sh --test
 
 build:
 	$(CARGO) build $(PROFILE_FLAG) -p cache-demo -p cache-demo-testkit
@@ -52,7 +55,7 @@ test-browser:
 	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund --silent
 	node --test $(BROWSER_TESTS)/
 
-test: deps lint check-k8s
+test: test-deps lint check-k8s
 	$(CARGO) test --workspace
 	$(MAKE) test-browser
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cache-demo needs to run and test on Debian/Ubuntu: PostgreSQL and Redis servers from the
 # distribution (never started as services: the project starts its own throwaway instances), plus the Rust
-# components `make test` uses, and Chromium + Node.js for the dashboard tests. Does nothing for what is there.
+# components `make test` uses; with --test also Chromium, Node.js and Python's venv for the browser and Kubernetes
+# checks. Does nothing for what is already there.
 set -euo pipefail
 
 have_postgres() {
@@ -16,13 +17,15 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-# The dashboard's browser tests: Debian's Chromium driven by Playwright from npm.
-[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
-# make check-k8s: a Python venv for the offline Kubernetes schema and Helm checks (scripts/k8s-check.sh).
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${1:-}" = "--test" ]; then
+    # The dashboard's browser tests: Debian's Chromium driven by Playwright from npm.
+    [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    # make check-k8s: a Python venv for the offline Kubernetes schema and Helm checks (scripts/k8s-check.sh).
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
