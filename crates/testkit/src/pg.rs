@@ -1,11 +1,10 @@
 //! A throwaway PostgreSQL server: initdb into a temp dir, `postgres` as an owned child process.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock, TryLockError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid, User};
@@ -232,33 +231,7 @@ impl PgServer {
     }
 
     fn wait_ready(&self, child: &mut Child, log_offset: u64) -> Result<(), Error> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let mut n = 0;
-        loop {
-            if let Some(status) = child.try_wait().map_err(Error::io("checking the postgres process"))? {
-                return Err(Error::ServerExited {
-                    server: SERVER,
-                    status,
-                    log: self.log.path.clone(),
-                    log_tail: self.log.tail(log_offset),
-                });
-            }
-            // The TCP probe is cheap; pg_isready then tells "accepting" from "starting up".
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && self.is_ready() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::ServerNotReady {
-                    server: SERVER,
-                    timeout: READY_TIMEOUT,
-                    log: self.log.path.clone(),
-                    log_tail: self.log.tail(log_offset),
-                });
-            }
-            process::poll_sleep(n);
-            n += 1;
-        }
+        process::wait_ready(SERVER, child, self.port, &self.log, log_offset, READY_TIMEOUT, || self.is_ready())
     }
 
     fn is_ready(&self) -> bool {

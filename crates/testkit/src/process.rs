@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -220,6 +220,41 @@ pub(crate) fn free_port() -> Result<u16, Error> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(Error::io("binding 127.0.0.1:0"))?;
     let port = listener.local_addr().map_err(Error::io("reading a bound port"))?.port();
     Ok(port)
+}
+
+/// Waits until a freshly started server on `port` accepts TCP connections and `ready()` says it serves, at most
+/// `timeout`; fails early, with the tail of its log, if the process exits.
+pub(crate) fn wait_ready(
+    server: &'static str,
+    child: &mut Child,
+    port: u16,
+    log: &LogFile,
+    log_offset: u64,
+    timeout: Duration,
+    ready: impl Fn() -> bool,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut n = 0;
+    loop {
+        if let Some(status) = child.try_wait().map_err(Error::io(format!("checking the {server} process")))? {
+            return Err(Error::ServerExited { server, status, log: log.path.clone(), log_tail: log.tail(log_offset) });
+        }
+        // The TCP probe is cheap; `ready` then tells "serving" from "starting up".
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() && ready() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::ServerNotReady {
+                server,
+                timeout,
+                log: log.path.clone(),
+                log_tail: log.tail(log_offset),
+            });
+        }
+        poll_sleep(n);
+        n += 1;
+    }
 }
 
 /// The server's log file: where its stdout and stderr go.

@@ -1,11 +1,10 @@
 //! A throwaway Redis server without persistence, as an owned child process, plus the faults
 //! tests inject into it (crash, hang).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, TryLockError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
@@ -244,34 +243,9 @@ impl RedisServer {
     }
 
     fn wait_ready(&self, child: &mut Child, log_offset: u64) -> Result<(), Error> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let mut n = 0;
-        loop {
-            if let Some(status) = child.try_wait().map_err(Error::io("checking the redis-server process"))? {
-                return Err(Error::ServerExited {
-                    server: SERVER,
-                    status,
-                    log: self.log.path.clone(),
-                    log_tail: self.log.tail(log_offset),
-                });
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                && self.cli(&["PING"]).is_ok_and(|reply| reply == "PONG")
-            {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::ServerNotReady {
-                    server: SERVER,
-                    timeout: READY_TIMEOUT,
-                    log: self.log.path.clone(),
-                    log_tail: self.log.tail(log_offset),
-                });
-            }
-            process::poll_sleep(n);
-            n += 1;
-        }
+        process::wait_ready(SERVER, child, self.port, &self.log, log_offset, READY_TIMEOUT, || {
+            self.cli(&["PING"]).is_ok_and(|reply| reply == "PONG")
+        })
     }
 }
 
