@@ -216,22 +216,10 @@ impl PgServer {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        let what = process::describe(&cmd);
-        let mut child = process::spawn_server(cmd).map_err(Error::io(format!("starting `{what}`")))?;
-        match self.wait_ready(&mut child, log_offset) {
-            Ok(()) => {
-                *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
-                Ok(())
-            }
-            Err(e) => {
-                process::kill_and_reap(&mut child);
-                Err(e)
-            }
-        }
-    }
-
-    fn wait_ready(&self, child: &mut Child, log_offset: u64) -> Result<(), Error> {
-        process::wait_ready(SERVER, child, self.port, &self.log, log_offset, READY_TIMEOUT, || self.is_ready())
+        let child =
+            process::start_server(SERVER, cmd, self.port, &self.log, log_offset, READY_TIMEOUT, || self.is_ready())?;
+        *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        Ok(())
     }
 
     fn is_ready(&self) -> bool {

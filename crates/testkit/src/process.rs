@@ -222,9 +222,31 @@ pub(crate) fn free_port() -> Result<u16, Error> {
     Ok(port)
 }
 
+/// Spawns a server and waits until it serves (see [`wait_ready`]); a server that does not is killed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_server(
+    server: &'static str,
+    cmd: Command,
+    port: u16,
+    log: &LogFile,
+    log_offset: u64,
+    timeout: Duration,
+    ready: impl Fn() -> bool,
+) -> Result<Child, Error> {
+    let what = describe(&cmd);
+    let mut child = spawn_server(cmd).map_err(Error::io(format!("starting `{what}`")))?;
+    match wait_ready(server, &mut child, port, log, log_offset, timeout, ready) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            kill_and_reap(&mut child);
+            Err(e)
+        }
+    }
+}
+
 /// Waits until a freshly started server on `port` accepts TCP connections and `ready()` says it serves, at most
 /// `timeout`; fails early, with the tail of its log, if the process exits.
-pub(crate) fn wait_ready(
+fn wait_ready(
     server: &'static str,
     child: &mut Child,
     port: u16,

@@ -213,18 +213,11 @@ impl RedisServer {
             cmd.args(["--requirepass", password]);
         }
         cmd.args(["--daemonize", "no"]).current_dir(self.dir.path()).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-        let what = process::describe(&cmd);
-        let mut child = process::spawn_server(cmd).map_err(Error::io(format!("starting `{what}`")))?;
-        match self.wait_ready(&mut child, log_offset) {
-            Ok(()) => {
-                *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
-                Ok(())
-            }
-            Err(e) => {
-                process::kill_and_reap(&mut child);
-                Err(e)
-            }
-        }
+        let child = process::start_server(SERVER, cmd, self.port, &self.log, log_offset, READY_TIMEOUT, || {
+            self.cli(&["PING"]).is_ok_and(|reply| reply == "PONG")
+        })?;
+        *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        Ok(())
     }
 
     /// A certificate for 127.0.0.1 in the server's directory, made once.
@@ -240,12 +233,6 @@ impl RedisServer {
             process::run(&mut cmd, CLI_TIMEOUT)?;
         }
         Ok((cert, key))
-    }
-
-    fn wait_ready(&self, child: &mut Child, log_offset: u64) -> Result<(), Error> {
-        process::wait_ready(SERVER, child, self.port, &self.log, log_offset, READY_TIMEOUT, || {
-            self.cli(&["PING"]).is_ok_and(|reply| reply == "PONG")
-        })
     }
 }
 
