@@ -4,7 +4,7 @@
 //! read itself, so a load that started before a write (old token) never answers a request that started after
 //! it (new token), in this replica or any other.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,14 +25,44 @@ pub enum Shared {
 const LINGER: Duration = Duration::from_millis(200);
 
 struct Entry {
+    id: u64,
     token: Option<String>,
     rx: watch::Receiver<Option<Shared>>,
     finished: Option<Instant>,
 }
 
 #[derive(Default)]
+struct Table {
+    map: HashMap<String, Entry>,
+    /// Finished flights, oldest first, so that expiring them costs only the expired ones.
+    finished: VecDeque<(Instant, String, u64)>,
+    next_id: u64,
+}
+
+impl Table {
+    fn expire(&mut self, now: Instant, linger: Duration) {
+        while let Some((at, _, _)) = self.finished.front() {
+            if now.saturating_duration_since(*at) < linger {
+                break;
+            }
+            if let Some((_, key, id)) = self.finished.pop_front()
+                && self.map.get(&key).is_some_and(|e| e.id == id)
+            {
+                self.map.remove(&key);
+            }
+        }
+    }
+}
+
 pub struct Flights {
-    map: Mutex<HashMap<String, Entry>>,
+    table: Mutex<Table>,
+    linger: Duration,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Flights::with_linger(LINGER)
+    }
 }
 
 pub enum Join<'a> {
@@ -41,39 +71,51 @@ pub enum Join<'a> {
 }
 
 impl Flights {
+    pub fn with_linger(linger: Duration) -> Self {
+        Flights { table: Mutex::default(), linger }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn join(&self, key: &str, token: Option<&str>) -> Join<'_> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = map.get(key) {
-            let fresh = e.finished.is_none_or(|t| t.elapsed() < LINGER);
+        let mut table = self.lock();
+        if let Some(e) = table.map.get(key) {
+            let fresh = e.finished.is_none_or(|t| t.elapsed() < self.linger);
             let failed = matches!(*e.rx.borrow(), Some(Shared::Failed));
             if fresh && !failed && e.token.as_deref() == token {
                 return Join::Follower(e.rx.clone());
             }
         }
         let (tx, rx) = watch::channel(None);
-        map.insert(key.to_owned(), Entry { token: token.map(str::to_owned), rx, finished: None });
-        Join::Leader(Lead { flights: self, key: key.to_owned(), tx, done: false })
+        let id = table.next_id;
+        table.next_id += 1;
+        table.map.insert(key.to_owned(), Entry { id, token: token.map(str::to_owned), rx, finished: None });
+        Join::Leader(Lead { flights: self, key: key.to_owned(), id, tx, done: false })
     }
 
     /// Number of entries (in flight or lingering).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().map.len()
     }
 
     /// Forgets flights without a token (loads made while Redis was unreachable): a local write must not be
     /// answered by a load that started before it.
     pub fn forget_untokened(&self) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, e| e.token.is_some());
+        self.lock().map.retain(|_, e| e.token.is_some());
     }
 
-    fn finish(&self, key: &str, tx: &watch::Sender<Option<Shared>>, result: Shared) {
+    fn finish(&self, key: String, id: u64, tx: &watch::Sender<Option<Shared>>, result: Shared) {
         tx.send_replace(Some(result));
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = map.get_mut(key).filter(|e| e.rx.same_channel(&tx.subscribe())) {
-            e.finished = Some(Instant::now());
+        let now = Instant::now();
+        let mut table = self.lock();
+        if let Some(e) = table.map.get_mut(&key).filter(|e| e.id == id) {
+            e.finished = Some(now);
+            table.finished.push_back((now, key, id));
         }
-        map.retain(|_, e| e.finished.is_none_or(|t| t.elapsed() < LINGER));
+        table.expire(now, self.linger);
     }
 }
 
@@ -81,6 +123,7 @@ impl Flights {
 pub struct Lead<'a> {
     flights: &'a Flights,
     key: String,
+    id: u64,
     tx: watch::Sender<Option<Shared>>,
     done: bool,
 }
@@ -88,14 +131,14 @@ pub struct Lead<'a> {
 impl Lead<'_> {
     pub fn finish(mut self, result: Shared) {
         self.done = true;
-        self.flights.finish(&self.key, &self.tx, result);
+        self.flights.finish(std::mem::take(&mut self.key), self.id, &self.tx, result);
     }
 }
 
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.flights.finish(&self.key, &self.tx, Shared::Failed);
+            self.flights.finish(std::mem::take(&mut self.key), self.id, &self.tx, Shared::Failed);
         }
     }
 }
@@ -159,6 +202,38 @@ mod tests {
         };
         let Join::Follower(rx) = flights.join("k", None) else { panic!("follower expected") };
         assert!(follow(rx, Duration::from_millis(20)).await.is_none());
+    }
+
+    #[test]
+    fn finished_flights_are_removed_after_lingering() {
+        let flights = Flights::with_linger(Duration::from_millis(20));
+        for key in ["a", "b", "c"] {
+            let Join::Leader(lead) = flights.join(key, Some("t")) else { panic!("leader expected") };
+            lead.finish(Shared::Value(Bytes::from_static(b"v")));
+        }
+        let Join::Leader(_running) = flights.join("d", Some("t")) else { panic!("leader expected") };
+        assert_eq!(flights.len(), 4, "finished flights linger");
+        std::thread::sleep(Duration::from_millis(30));
+        let Join::Leader(lead) = flights.join("e", Some("t")) else { panic!("leader expected") };
+        lead.finish(Shared::Value(Bytes::from_static(b"v")));
+        // The three expired flights are gone; the running one and the one just finished stay.
+        assert_eq!(flights.len(), 2);
+        assert!(matches!(flights.join("e", Some("t")), Join::Follower(_)));
+        assert!(matches!(flights.join("d", Some("t")), Join::Follower(_)));
+    }
+
+    #[test]
+    fn an_expired_flight_does_not_remove_its_successor() {
+        let flights = Flights::with_linger(Duration::from_millis(20));
+        let Join::Leader(old) = flights.join("k", Some("before-write")) else { panic!("leader expected") };
+        old.finish(Shared::Value(Bytes::from_static(b"old")));
+        // A write changed the token: a new flight of the same key replaces the lingering one.
+        let Join::Leader(_new) = flights.join("k", Some("after-write")) else { panic!("leader expected") };
+        std::thread::sleep(Duration::from_millis(30));
+        // Expiring the old flight's record (on the next finish) must leave the running flight in place.
+        let Join::Leader(other) = flights.join("other", None) else { panic!("leader expected") };
+        other.finish(Shared::Failed);
+        assert!(matches!(flights.join("k", Some("after-write")), Join::Follower(_)));
     }
 
     #[test]
