@@ -5,6 +5,11 @@ use cache_demo::{AppState, Config, telemetry};
 use clap::Parser;
 use tokio::net::TcpListener;
 
+/// mimalloc: fewer cycles per allocation than glibc's malloc on the request path, and no per-thread arenas
+/// that grow the resident set.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

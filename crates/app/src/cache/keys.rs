@@ -44,7 +44,7 @@ impl Scope {
     pub fn field(&self) -> String {
         match self {
             Scope::Catalog => "catalog".to_owned(),
-            Scope::Product(id) => format!("product:{id}"),
+            Scope::Product(id) => product_name(*id),
         }
     }
 }
@@ -89,13 +89,21 @@ impl CacheKey {
     }
 
     pub fn product(id: i32) -> Self {
-        CacheKey { endpoint: Endpoint::Product, scope: Scope::Product(id), name: format!("product:{id}") }
+        CacheKey { endpoint: Endpoint::Product, scope: Scope::Product(id), name: product_name(id) }
     }
 
     /// The key without the prefix, as documented (`categories:stats`).
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// `product:<id>`, the name of a product's entry and of its generation field (built on every request).
+fn product_name(id: i32) -> String {
+    let mut name = String::with_capacity(20);
+    name.push_str("product:");
+    name.push_str(itoa::Buffer::new().format(id));
+    name
 }
 
 /// Lower-case, trimmed, inner whitespace collapsed: "  Noise  Cancelling " and "noise cancelling" share a key.
@@ -107,11 +115,12 @@ pub fn normalize_term(q: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Keyspace {
     prefix: String,
+    generations: String,
 }
 
 impl Keyspace {
     pub fn new(prefix: &str) -> Self {
-        Keyspace { prefix: prefix.to_owned() }
+        Keyspace { prefix: prefix.to_owned(), generations: format!("{prefix}:generations") }
     }
 
     pub fn prefix(&self) -> &str {
@@ -119,12 +128,16 @@ impl Keyspace {
     }
 
     pub fn full(&self, key: &CacheKey) -> String {
-        format!("{}:{}", self.prefix, key.name)
+        let mut full = String::with_capacity(self.prefix.len() + 1 + key.name.len());
+        full.push_str(&self.prefix);
+        full.push(':');
+        full.push_str(&key.name);
+        full
     }
 
     /// The hash holding the current generation token of every scope.
-    pub fn generations(&self) -> String {
-        format!("{}:generations", self.prefix)
+    pub fn generations(&self) -> &str {
+        &self.generations
     }
 
     /// SCAN pattern matching every key of this app and nothing else (the prefix has no glob characters).

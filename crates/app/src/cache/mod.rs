@@ -601,7 +601,7 @@ impl Cache {
             .inner
             .redis
             .run("lookup", |mut conn| async move {
-                script.key(full).key(&gens).arg(&field).arg(&fresh).invoke_async(&mut conn).await
+                script.key(full).key(gens).arg(&field).arg(&fresh).invoke_async(&mut conn).await
             })
             .await?;
         Ok(if found == 1 {
@@ -678,7 +678,7 @@ impl Cache {
             .inner
             .redis
             .run("invalidate", |mut conn| async move {
-                let mut inv = script.key(&gens);
+                let mut inv = script.key(gens);
                 for k in &direct {
                     inv.key(k);
                 }

@@ -47,7 +47,7 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let response = next.run(request).await;
-    let outcome = response.extensions().get::<Outcome>().copied();
+    let outcome = respond::outcome_of(response.headers());
     let source = outcome.map_or("none", |o| o.source());
     let elapsed = started.elapsed();
     state
