@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::Target;
-use crate::summary::Counters;
+use crate::summary::{Counters, counter_delta};
 
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,6 +67,42 @@ pub struct Snapshot {
     /// app's `process_cpu_seconds_total` counts whole seconds, too coarse for runs of a few seconds).
     pub cpu_seconds: Option<f64>,
     pub stats: Value,
+}
+
+/// What changed in the app between two snapshots; a run made of several slices adds up the slices' deltas.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Delta {
+    pub counters: Counters,
+    /// `None` when a snapshot could not read it.
+    pub db_queries: Option<f64>,
+    pub evicted_keys: Option<u64>,
+    pub cpu_seconds: Option<f64>,
+}
+
+impl Delta {
+    pub fn between(before: &Snapshot, after: &Snapshot) -> Delta {
+        Delta {
+            counters: after.counters.since(before.counters),
+            db_queries: before.db_queries.zip(after.db_queries).map(|(b, a)| counter_delta(b, a)),
+            evicted_keys: before.evicted_keys.zip(after.evicted_keys).map(|(b, a)| a.saturating_sub(b)),
+            cpu_seconds: before.cpu_seconds.zip(after.cpu_seconds).map(|(b, a)| counter_delta(b, a)),
+        }
+    }
+
+    /// The sum of two deltas; a figure missing from either is missing from the sum.
+    pub fn plus(self, other: Delta) -> Delta {
+        Delta {
+            counters: Counters {
+                hits: self.counters.hits + other.counters.hits,
+                misses: self.counters.misses + other.counters.misses,
+                errors: self.counters.errors + other.counters.errors,
+                bypasses: self.counters.bypasses + other.counters.bypasses,
+            },
+            db_queries: self.db_queries.zip(other.db_queries).map(|(a, b)| a + b),
+            evicted_keys: self.evicted_keys.zip(other.evicted_keys).map(|(a, b)| a + b),
+            cpu_seconds: self.cpu_seconds.zip(other.cpu_seconds).map(|(a, b)| a + b),
+        }
+    }
 }
 
 /// Sum of a metric's samples over all label sets, from the Prometheus text format.

@@ -77,6 +77,12 @@ impl LoadResult {
         self.http_errors + self.transport_errors
     }
 
+    /// Adds a later run of the same workload: its requests, errors and time.
+    pub fn append(&mut self, other: LoadResult) {
+        self.elapsed += other.elapsed;
+        self.merge(other);
+    }
+
     fn merge(&mut self, other: LoadResult) {
         // Same bounds everywhere: adding cannot fail.
         let _ = self.reads.add(&other.reads);
@@ -284,6 +290,40 @@ async fn worker(target: Target, conn: Conn, shared: Arc<Shared>, seed: u64) -> L
         }
     }
     result
+}
+
+/// Two requests per pair, on one connection, one at a time: the first of each pair into the first result, the
+/// second into the second, in alternating order (A B, B A, ...), so that whatever drifts during the run (the
+/// machine, PostgreSQL's buffers, which of the two ran just before) weighs on both alike. Each result's
+/// `elapsed` is the sum of its own requests' times.
+pub async fn paired(
+    target: &Target,
+    pairs: &[(String, String)],
+    timeout: Duration,
+) -> Result<(LoadResult, LoadResult), ClientError> {
+    let mut conn = Conn::connect(target, timeout).await?;
+    let mut results = [LoadResult::empty(), LoadResult::empty()];
+    for (i, (a, b)) in pairs.iter().enumerate() {
+        let order = if i % 2 == 0 { [(0, a), (1, b)] } else { [(1, b), (0, a)] };
+        for (which, path) in order {
+            let path = target.path(path);
+            if !conn.is_open() {
+                conn = Conn::connect(target, timeout).await?;
+            }
+            let sent = Instant::now();
+            let result = &mut results[which];
+            match conn.send(Method::GET, &path, None, timeout).await {
+                Ok(reply) => {
+                    let took = sent.elapsed();
+                    result.elapsed += took;
+                    result.record(false, &path, &reply, took);
+                }
+                Err(e) => result.transport_error(&e),
+            }
+        }
+    }
+    let [first, second] = results;
+    Ok((first, second))
 }
 
 async fn tick(bar: ProgressBar, shared: Arc<Shared>, max_requests: Option<u64>, started: Instant) {

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::app::Delta;
 use crate::app::{AppClient, L1State};
 use crate::client::Target;
+use crate::load::LoadResult;
 use crate::load::{self, LoadSpec};
 use crate::report::{AppRun, Comparison, MissPath, RunStats};
 use crate::summary::Latency;
@@ -97,20 +99,72 @@ impl Runner {
         duration: Duration,
         max_requests: Option<u64>,
     ) -> anyhow::Result<RunStats> {
-        let spec = LoadSpec { workload, concurrency, duration, max_requests, timeout: self.plan.timeout };
-        let before = self.app.snapshot().await?;
         let bar = self.progress(label, duration, max_requests);
-        let result = load::run(&self.app.target, &spec, &bar).await?;
+        let (result, delta) = self.slice(&workload, concurrency, duration, max_requests, &bar).await?;
+        Ok(self.stats(label, &workload, concurrency, &result, &delta))
+    }
+
+    /// Runs that are compared with each other, taken in turns: `slices` slices of `duration / slices` each, in
+    /// the order A B, B A, A B ..., so that a change in the machine's speed during the measurement weighs on
+    /// all of them alike. Each run's figures add up its slices.
+    pub async fn alternate(
+        &self,
+        runs: &[(&str, Workload)],
+        concurrency: usize,
+        duration: Duration,
+        slices: u32,
+    ) -> anyhow::Result<Vec<RunStats>> {
+        let slices = slices.max(1);
+        let each = duration / slices;
+        let mut sums: Vec<Option<(LoadResult, Delta)>> = runs.iter().map(|_| None).collect();
+        for s in 0..slices {
+            let order: Vec<usize> =
+                if s % 2 == 0 { (0..runs.len()).collect() } else { (0..runs.len()).rev().collect() };
+            for i in order {
+                let (label, workload) = &runs[i];
+                let bar = self.progress(&format!("{label} {}/{slices}", s + 1), each, None);
+                let (result, delta) = self.slice(workload, concurrency, each, None, &bar).await?;
+                sums[i] = Some(match sums[i].take() {
+                    Some((mut sum, d)) => {
+                        sum.append(result);
+                        (sum, d.plus(delta))
+                    }
+                    None => (result, delta),
+                });
+            }
+        }
+        Ok(runs
+            .iter()
+            .zip(sums)
+            .filter_map(|((label, w), sum)| sum.map(|(r, d)| self.stats(label, w, concurrency, &r, &d)))
+            .collect())
+    }
+
+    async fn slice(
+        &self,
+        workload: &Workload,
+        concurrency: usize,
+        duration: Duration,
+        max_requests: Option<u64>,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<(LoadResult, Delta)> {
+        let spec =
+            LoadSpec { workload: workload.clone(), concurrency, duration, max_requests, timeout: self.plan.timeout };
+        let before = self.app.snapshot().await?;
+        let result = load::run(&self.app.target, &spec, bar).await?;
         let after = self.app.snapshot().await?;
-        let w = &spec.workload;
-        let stats = RunStats::new(w.endpoint, w.cache, concurrency, w.write_ratio, &result, &before, &after);
+        Ok((result, Delta::between(&before, &after)))
+    }
+
+    fn stats(&self, label: &str, w: &Workload, concurrency: usize, result: &LoadResult, delta: &Delta) -> RunStats {
+        let stats = RunStats::new(w.endpoint, w.cache, concurrency, w.write_ratio, result, delta);
         if self.plan.verbose {
             eprintln!("  {label:<36} {}", one_line(&stats));
         }
         if let Some(e) = &stats.first_error {
             eprintln!("  {label}: {} errors, the first: {e}", stats.errors);
         }
-        Ok(stats)
+        stats
     }
 
     /// Requests, unmeasured, so the cache holds what the next run reads.
@@ -161,8 +215,9 @@ impl Runner {
             .await
     }
 
-    /// Product ids 1..=N (N = keys, at most the seeded 500) once each, one connection: `cache=off`, then after
-    /// a flush through the cache (all misses), then again (all hits).
+    /// Product ids 1..=N (N = keys, at most the seeded 500), one connection, one request at a time: after a
+    /// flush, each id from PostgreSQL (`cache=off`) and through the cache (a miss), the two in turns; then each
+    /// id again through the cache (a hit).
     pub async fn miss_path(&self) -> anyhow::Result<MissPath> {
         let n = self.plan.keys.min(SEEDED_PRODUCTS);
         let workload = |cache| -> anyhow::Result<Workload> {
@@ -174,11 +229,20 @@ impl Runner {
                 write_ratio: 0.0,
             })
         };
+        self.app.flush().await?;
+        let pairs: Vec<(String, String)> = (1..=n)
+            .map(|id| (Endpoint::Product.path(id, CacheMode::Off), Endpoint::Product.path(id, CacheMode::On)))
+            .collect();
+        let before = self.app.snapshot().await?;
+        let (database, miss) = load::paired(&self.app.target, &pairs, self.plan.timeout).await?;
+        let after = self.app.snapshot().await?;
+        // The app's counters and metrics cover both kinds together: each run gets only what is its own.
+        let both = Delta::between(&before, &after);
+        let of_misses = Delta { counters: both.counters, ..Delta::default() };
+        let database = self.stats("miss path: database", &workload(CacheMode::Off)?, 1, &database, &Delta::default());
+        let miss = self.stats("miss path: misses", &workload(CacheMode::On)?, 1, &miss, &of_misses);
         // Bounded by the count; the duration is only a safety net.
         let limit = Duration::from_secs(60);
-        let database = self.measure("miss path: database", workload(CacheMode::Off)?, 1, limit, Some(n)).await?;
-        self.app.flush().await?;
-        let miss = self.measure("miss path: misses", workload(CacheMode::On)?, 1, limit, Some(n)).await?;
         let hit = self.measure("miss path: hits", workload(CacheMode::On)?, 1, limit, Some(n)).await?;
         Ok(MissPath::new(database, miss, hit))
     }
@@ -191,12 +255,30 @@ impl Runner {
         self.measure(&label, w, self.plan.concurrency, self.run_duration(), self.plan.max_requests).await
     }
 
-    /// Cached product hits after a warm-up (the L1 run of the standard scenario).
-    pub async fn product_hits(&self) -> anyhow::Result<RunStats> {
+    /// `/healthz` and cached product hits (after a warm-up), in turns: the L1 run of the standard scenario.
+    pub async fn ceiling_and_hits(&self) -> anyhow::Result<(RunStats, RunStats)> {
         self.warm(self.workload(Endpoint::Product, CacheMode::On, 0.0)?).await?;
-        let w = self.workload(Endpoint::Product, CacheMode::On, 0.0)?;
-        let label = format!("{} cache", Endpoint::Product.route());
-        self.measure(&label, w, self.plan.concurrency, self.run_duration(), self.plan.max_requests).await
+        let healthz = self.workload(Endpoint::Healthz, CacheMode::Off, 0.0)?;
+        let product = self.workload(Endpoint::Product, CacheMode::On, 0.0)?;
+        let hits = format!("{} cache", Endpoint::Product.route());
+        let runs = [("GET /healthz (ceiling)", healthz), (hits.as_str(), product)];
+        let mut stats = self.alternate(&runs, self.plan.concurrency, self.run_duration(), CEILING_SLICES).await?;
+        match (stats.pop(), stats.pop()) {
+            (Some(hits), Some(ceiling)) => Ok((ceiling, hits)),
+            _ => anyhow::bail!("the alternating run returned no figures"),
+        }
+    }
+
+    /// Cached product hits (after a warm-up) at [`BY_CONNECTIONS`] connections below the plan's, half a run each.
+    pub async fn hits_by_connections(&self) -> anyhow::Result<Vec<RunStats>> {
+        let mut runs = Vec::new();
+        self.warm(self.workload(Endpoint::Product, CacheMode::On, 0.0)?).await?;
+        for &c in BY_CONNECTIONS.iter().filter(|&&c| c < self.plan.concurrency) {
+            let w = self.workload(Endpoint::Product, CacheMode::On, 0.0)?;
+            let label = format!("{} cache, {c} connections", Endpoint::Product.route());
+            runs.push(self.measure(&label, w, c, self.run_duration() / 2, self.plan.max_requests).await?);
+        }
+        Ok(runs)
     }
 
     pub async fn l1_state(&self) -> anyhow::Result<L1State> {
@@ -237,18 +319,31 @@ pub async fn standard(runner: &Runner, name: &str) -> anyhow::Result<StandardRes
         write_mix.push(runner.write_mix(*r).await?);
     }
     let rss_bytes = runner.rss_bytes().await?;
-    let app = AppRun { name: name.to_owned(), l1, ceiling: Some(ceiling), product_hit, rss_bytes };
+    let by_connections = runner.hits_by_connections().await?;
+    let app = AppRun { name: name.to_owned(), l1, ceiling: Some(ceiling), product_hit, by_connections, rss_bytes };
     Ok(StandardResult { endpoints, miss_path, write_mix, app })
 }
 
-/// The short run on a second app process (L1 on): ceiling, product hits, memory.
+/// Connections of the lighter hit runs of the standard scenario.
+pub const BY_CONNECTIONS: &[usize] = &[4, 8, 16];
+
+/// Slices per run when the ceiling and the L1 hits are measured in turns.
+pub const CEILING_SLICES: u32 = 4;
+
+/// The short run on a second app process (L1 on): the ceiling and product hits in turns, memory.
 pub async fn hit_path_only(runner: &Runner, name: &str) -> anyhow::Result<AppRun> {
     runner.app.flush().await?;
     let l1 = runner.l1_state().await?;
-    let ceiling = runner.ceiling().await?;
-    let product_hit = runner.product_hits().await?;
+    let (ceiling, product_hit) = runner.ceiling_and_hits().await?;
     let rss_bytes = runner.rss_bytes().await?;
-    Ok(AppRun { name: name.to_owned(), l1, ceiling: Some(ceiling), product_hit: Some(product_hit), rss_bytes })
+    Ok(AppRun {
+        name: name.to_owned(),
+        l1,
+        ceiling: Some(ceiling),
+        product_hit: Some(product_hit),
+        by_connections: Vec::new(),
+        rss_bytes,
+    })
 }
 
 /// `12,345 req/s  p50 1.23  p99 4.56 ms  errors 0  hit 99.9%`

@@ -101,3 +101,38 @@ async fn the_miss_path_sees_misses_then_hits() {
     let (hit, db) = (m.hit.server.expect("hit").p50_ms, m.database.server.expect("db").p50_ms);
     assert!(hit < db + 1.0, "server p50: hit {hit} ms, database {db} ms");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ceiling_and_the_hits_are_measured_in_turns() {
+    let app = start_app().await;
+    let runner = Runner::new(Target::local(app.addr), Plan::quick(4, Duration::from_millis(800)));
+    runner.app.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let (ceiling, hits) = runner.ceiling_and_hits().await.expect("alternating run");
+    assert_eq!(ceiling.endpoint, cache_demo_bench::workload::Endpoint::Healthz);
+    assert_eq!(hits.endpoint, cache_demo_bench::workload::Endpoint::Product);
+    // Each run is the sum of its slices: together they take the whole duration, not a slice of it.
+    for r in [&ceiling, &hits] {
+        assert!(r.elapsed_s > 0.7 && r.elapsed_s < 2.0, "{} s", r.elapsed_s);
+        assert!(r.requests > 20 && r.errors == 0, "{} requests, {:?}", r.requests, r.first_error);
+    }
+    assert_eq!(ceiling.x_cache.none, ceiling.requests, "/healthz has no X-Cache");
+    assert_eq!(hits.x_cache.hit + hits.x_cache.miss, hits.requests);
+    // The app's counters, summed over the slices, agree with what the responses said.
+    let from_headers = hits.x_cache.hit as f64 / hits.requests as f64;
+    let from_stats = hits.hit_ratio.expect("hit ratio from /api/stats");
+    assert!((from_stats - from_headers).abs() < 0.01, "stats {from_stats}, headers {from_headers}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_are_measured_at_fewer_connections_too() {
+    let app = start_app().await;
+    let runner = Runner::new(Target::local(app.addr), Plan::quick(12, Duration::from_millis(600)));
+    runner.app.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let runs = runner.hits_by_connections().await.expect("runs");
+    // Of 4, 8 and 16 connections, those below the plan's 12.
+    assert_eq!(runs.iter().map(|r| r.concurrency).collect::<Vec<_>>(), [4, 8]);
+    for r in &runs {
+        assert!(r.requests > 10 && r.errors == 0, "{} requests, {:?}", r.requests, r.first_error);
+        assert!(r.server.is_some(), "Server-Timing of the hits");
+    }
+}
