@@ -328,7 +328,7 @@ pub async fn standard(runner: &Runner, name: &str) -> anyhow::Result<StandardRes
 pub const BY_CONNECTIONS: &[usize] = &[4, 8, 16];
 
 /// Slices per run when the ceiling and the L1 hits are measured in turns.
-pub const CEILING_SLICES: u32 = 4;
+pub const CEILING_SLICES: u32 = 8;
 
 /// The short run on a second app process (L1 on): the ceiling and product hits in turns, memory.
 pub async fn hit_path_only(runner: &Runner, name: &str) -> anyhow::Result<AppRun> {
