@@ -287,6 +287,8 @@ fn the_full_standard_report_has_every_section() {
     assert!(md.contains("A miss takes 0.250 ms more than `cache=off` at the median"), "{md}");
     assert!(md.contains("the cache made its p50 7.0× faster, against 23× for the `/api/categories` aggregate."));
     assert!(md.contains("the hit ratio was 97.2% at 1% writes."), "{md}");
+    assert!(md.contains("- The miss goal counts round trips:"), "{md}");
+    assert!(md.contains("judged at the lightest load that reaches 20,000 requests/s"), "{md}");
     // Every table row has as many cells as its header.
     let mut cols = 0;
     for line in md.lines() {
