@@ -613,8 +613,8 @@ impl Report {
             let _ = writeln!(
                 out,
                 "A miss takes {} ms more than `cache=off` at the median: one Redis round trip (the lookup, {} ms) \
-                 and {} ms of work in the app (the key, the generation token, queueing the fill without waiting for \
-                 its reply).\n",
+                 and {} ms besides: the app's own work (the key, the generation token, queueing the fill without \
+                 waiting for its reply) and any difference between the two database steps (in the table).\n",
                 fmt_ms(extra),
                 fmt_ms(rt),
                 fmt_ms((extra - rt).max(0.0))

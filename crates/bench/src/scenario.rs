@@ -5,11 +5,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::app::Delta;
-use crate::app::{AppClient, L1State};
+use crate::app::{AppClient, Delta, L1State};
 use crate::client::Target;
-use crate::load::LoadResult;
-use crate::load::{self, LoadSpec};
+use crate::load::{self, LoadResult, LoadSpec};
 use crate::report::{AppRun, Comparison, MissPath, RunStats};
 use crate::summary::Latency;
 use crate::workload::{CacheMode, Distribution, Endpoint, KeySampler, SEEDED_PRODUCTS, Workload};
@@ -303,7 +301,7 @@ pub const STANDARD_ENDPOINTS: &[Endpoint] = &[Endpoint::Product, Endpoint::Categ
 /// Write shares of the standard scenario's mixed runs (0 % is the cached product run).
 pub const STANDARD_WRITE_RATIOS: &[f64] = &[0.01, 0.10];
 
-/// Ceiling, every endpoint both ways, the miss path, writes against the hit ratio, memory.
+/// Ceiling, every endpoint both ways, the miss path, writes against the hit ratio, hits at fewer connections, memory.
 pub async fn standard(runner: &Runner, name: &str) -> anyhow::Result<StandardResult> {
     runner.app.flush().await?;
     let l1 = runner.l1_state().await?;
@@ -318,8 +316,8 @@ pub async fn standard(runner: &Runner, name: &str) -> anyhow::Result<StandardRes
     for r in STANDARD_WRITE_RATIOS {
         write_mix.push(runner.write_mix(*r).await?);
     }
-    let rss_bytes = runner.rss_bytes().await?;
     let by_connections = runner.hits_by_connections().await?;
+    let rss_bytes = runner.rss_bytes().await?;
     let app = AppRun { name: name.to_owned(), l1, ceiling: Some(ceiling), product_hit, by_connections, rss_bytes };
     Ok(StandardResult { endpoints, miss_path, write_mix, app })
 }
