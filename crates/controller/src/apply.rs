@@ -46,6 +46,11 @@ pub enum Error {
         waited.as_secs()
     )]
     NamespaceNotDeleted { namespace: String, waited: Duration },
+    #[error(
+        "{action}: namespace {namespace} is being deleted; run this again once `kubectl get namespace {namespace}` \
+         finds nothing"
+    )]
+    NamespaceTerminating { action: String, namespace: String },
 }
 
 impl Error {
@@ -57,6 +62,7 @@ impl Error {
             Error::RequestTimeout { .. } => "request_timeout",
             Error::NotReady { .. } => "not_ready",
             Error::NamespaceNotDeleted { .. } => "namespace_not_deleted",
+            Error::NamespaceTerminating { .. } => "namespace_terminating",
         }
     }
 }
@@ -140,6 +146,7 @@ pub async fn up(
 ) -> Result<UpReport, Error> {
     settings.validate()?;
     let mut applied = Vec::new();
+    wait_if_terminating(client, &settings.namespace, wait, progress).await?;
 
     // The Secret's current values decide what the builders produce, so read it before building anything.
     apply_step(client, &Object::Namespace(objects::namespace(settings)), progress, &mut applied).await?;
@@ -200,12 +207,23 @@ pub async fn down(
             return Err(e);
         }
     }
+    let waited = wait_namespace_gone(&api, namespace, wait, &*step).await?;
+    step.finish(&format!("deleted in {}s", waited.as_secs()));
+    Ok(true)
+}
+
+/// Polls until the namespace is gone, with a progress line; fails after the wait's timeout.
+async fn wait_namespace_gone(
+    api: &Api<Namespace>,
+    namespace: &str,
+    wait: &WaitOptions,
+    step: &dyn Step,
+) -> Result<Duration, Error> {
     let started = Instant::now();
     loop {
         let action = format!("reading namespace {namespace}");
-        if run_step(&*step, call(&action, api.get_opt(namespace))).await?.is_none() {
-            step.finish(&format!("deleted in {}s", started.elapsed().as_secs()));
-            return Ok(true);
+        if run_step(step, call(&action, api.get_opt(namespace))).await?.is_none() {
+            return Ok(started.elapsed());
         }
         if started.elapsed() >= wait.timeout {
             let e = Error::NamespaceNotDeleted { namespace: namespace.into(), waited: started.elapsed() };
@@ -215,6 +233,26 @@ pub async fn down(
         step.update(&format!("terminating ({}s)", started.elapsed().as_secs()));
         tokio::time::sleep(wait.poll).await;
     }
+}
+
+/// A namespace left terminating by a recent `down` accepts nothing new (the API server answers 403): wait until
+/// it is gone, so `up` right after `down` works instead of failing on the first object.
+async fn wait_if_terminating(
+    client: &Client,
+    namespace: &str,
+    wait: &WaitOptions,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let current = call(&format!("reading namespace {namespace}"), api.get_opt(namespace)).await?;
+    if current.is_none_or(|n| n.metadata.deletion_timestamp.is_none()) {
+        return Ok(());
+    }
+    let step = progress.start(&format!("namespace/{namespace}"));
+    step.update("still being deleted (a recent `down`?): waiting until it is gone");
+    let waited = wait_namespace_gone(&api, namespace, wait, &*step).await?;
+    step.finish(&format!("old namespace gone after {}s", waited.as_secs()));
+    Ok(())
 }
 
 /// One line of `status`.
@@ -444,7 +482,17 @@ where
     let what = format!("{}/{name}", K::kind(&Default::default()).to_ascii_lowercase());
     let before = call(&format!("reading {what}"), api.get_opt(&name)).await?;
     let params = PatchParams::apply(names::FIELD_MANAGER).force();
-    let after = call(&format!("applying {what}"), api.patch(&name, &params, &Patch::Apply(object))).await?;
+    let action = format!("applying {what}");
+    let after = match call(&action, api.patch(&name, &params, &Patch::Apply(object))).await {
+        // Between `up`'s check and this apply, a `down` began: say so in one line instead of the raw 403.
+        Err(Error::Kube { source: kube::Error::Api(status), .. })
+            if status.code == 403 && status.message.contains("being terminated") =>
+        {
+            let namespace = object.meta().namespace.clone().unwrap_or(name);
+            return Err(Error::NamespaceTerminating { action, namespace });
+        }
+        other => other?,
+    };
     Ok(match before {
         None => Applied::Created,
         Some(b) if b.meta().resource_version == after.meta().resource_version => Applied::Unchanged,

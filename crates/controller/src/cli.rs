@@ -77,6 +77,10 @@ pub struct DeployArgs {
     /// The app image (`make image` builds cache-demo-app:latest into minikube).
     #[arg(long, default_value = settings::DEFAULT_IMAGE)]
     pub image: String,
+    /// ID of the image just built (`cache-demo-ctl image` prints it): a new ID rolls the app, the same one
+    /// changes nothing. Leave it out for an image the cluster pulls from a registry.
+    #[arg(long, value_name = "ID")]
+    pub image_id: Option<String>,
     /// Pull policy of the app image. IfNotPresent uses an image built into the cluster and pulls others.
     #[arg(long, default_value = "IfNotPresent", value_parser = ["Always", "IfNotPresent", "Never"])]
     pub image_pull_policy: String,
@@ -130,6 +134,7 @@ impl DeployArgs {
         let s = Settings {
             namespace: self.namespace.clone(),
             image: self.image.clone(),
+            image_id: self.image_id.clone().filter(|id| !id.is_empty()),
             image_pull_policy: self.image_pull_policy.clone(),
             replicas: self.replicas,
             postgres_image: self.postgres_image.clone(),

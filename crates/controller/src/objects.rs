@@ -43,6 +43,9 @@ pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 pub const GENERATED_LEN: usize = 32;
 /// Annotation on the rendered Secret saying its values are placeholders.
 pub const NOTICE_ANNOTATION: &str = "cache-demo/notice";
+/// Annotation on the app's pod template: the ID of the image `make deploy` built. A new build changes it, so the
+/// Deployment rolls; the same build leaves the template, and the pods, as they are.
+pub const IMAGE_ID_ANNOTATION: &str = "cache-demo/image-id";
 
 const LABEL_NAME: &str = "app.kubernetes.io/name";
 const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
@@ -530,12 +533,15 @@ pub fn app_deployment(s: &Settings) -> Deployment {
         }]),
         ..PodSpec::default()
     };
-    let scrape = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         ("prometheus.io/port".to_owned(), APP_PORT.to_string()),
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
     ]);
-    deployment(s, names::APP, "server", s.replicas, None, Some(scrape), pod)
+    if let Some(id) = &s.image_id {
+        annotations.insert(IMAGE_ID_ANNOTATION.to_owned(), id.clone());
+    }
+    deployment(s, names::APP, "server", s.replicas, None, Some(annotations), pod)
 }
 
 /// `cache-demo-app`: a NodePort on a fixed port, so the URL stays the same across re-deploys.
@@ -840,6 +846,19 @@ mod tests {
         assert_eq!(annotations["prometheus.io/scrape"], "true");
         assert_eq!(annotations["prometheus.io/port"], "8000");
         assert!(pod.containers.iter().all(|c| c.resources.is_some()));
+    }
+
+    #[test]
+    fn the_image_id_goes_into_the_pod_template_only_when_known() {
+        let annotations = |s: &Settings| {
+            let d = app_deployment(s);
+            d.spec.unwrap().template.metadata.unwrap().annotations.unwrap_or_default()
+        };
+        assert!(!annotations(&Settings::default()).contains_key(IMAGE_ID_ANNOTATION));
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let s = Settings { image_id: Some(id.clone()), ..Settings::default() };
+        assert_eq!(annotations(&s)[IMAGE_ID_ANNOTATION], id);
+        assert_eq!(container(&app_deployment(&s)).image.as_deref(), Some("cache-demo-app:latest"));
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub enum PostgresStorage {
 pub struct Settings {
     pub namespace: String,
     pub image: String,
+    /// The ID of the image just built (`sha256:...`), written into the app's pod template: a rebuilt image rolls
+    /// the Deployment, the same image changes nothing. None for an image the cluster pulls by reference.
+    pub image_id: Option<String>,
     /// `IfNotPresent`: uses an image built into the cluster's runtime, pulls one from a registry otherwise.
     pub image_pull_policy: String,
     pub replicas: i32,
@@ -87,6 +90,7 @@ impl Default for Settings {
         Settings {
             namespace: DEFAULT_NAMESPACE.into(),
             image: DEFAULT_IMAGE.into(),
+            image_id: None,
             image_pull_policy: "IfNotPresent".into(),
             replicas: 1,
             postgres_image: DEFAULT_POSTGRES_IMAGE.into(),
@@ -125,6 +129,15 @@ impl Settings {
             if image.is_empty() || image.chars().any(|c| c.is_whitespace()) {
                 return bad(option, image, "an image reference such as cache-demo-app:latest");
             }
+        }
+        if let Some(id) = &self.image_id
+            && !is_image_id(id)
+        {
+            return bad(
+                "image ID",
+                id,
+                "a content digest such as sha256:0123abcd... (as `docker image inspect` prints)",
+            );
         }
         if !["Always", "IfNotPresent", "Never"].contains(&self.image_pull_policy.as_str()) {
             return bad("image pull policy", &self.image_pull_policy, "Always, IfNotPresent or Never");
@@ -180,6 +193,15 @@ pub fn redis_memory_bytes(value: &str) -> Option<u64> {
         _ => return None,
     };
     number.checked_mul(factor)
+}
+
+/// `algorithm:hex`, the form image IDs and digests take.
+pub fn is_image_id(s: &str) -> bool {
+    let Some((algorithm, hex)) = s.split_once(':') else { return false };
+    !algorithm.is_empty()
+        && algorithm.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && (12..=128).contains(&hex.len())
+        && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -240,6 +262,7 @@ mod tests {
             Settings { redis_maxmemory: "lots".into(), ..Settings::default() },
             Settings { cache_ttl_secs: 0, ..Settings::default() },
             Settings { image_pull_policy: "Sometimes".into(), ..Settings::default() },
+            Settings { image_id: Some("latest".into()), ..Settings::default() },
             Settings { postgres_storage: PostgresStorage::Pvc { size: "big".into() }, ..Settings::default() },
         ];
         let options: Vec<_> = cases.iter().map(|s| s.validate().unwrap_err().option).collect();
@@ -252,8 +275,19 @@ mod tests {
                 "redis maxmemory",
                 "cache TTL",
                 "image pull policy",
+                "image ID",
                 "PVC size"
             ]
         );
+    }
+
+    #[test]
+    fn image_ids_are_digests() {
+        let hex = "3f2a".repeat(16);
+        assert!(is_image_id(&format!("sha256:{hex}")));
+        assert!(!is_image_id(&hex), "without the algorithm");
+        assert!(!is_image_id("sha256:XYZ0123456789"));
+        assert!(!is_image_id("sha256:abc"), "too short to identify anything");
+        assert!(!is_image_id("cache-demo-app:latest"));
     }
 }

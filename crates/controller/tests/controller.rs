@@ -10,6 +10,7 @@ use cache_demo_ctl::apply::{self, Applied, Error, Progress, Step, WaitOptions};
 use cache_demo_ctl::objects::{Credentials, Objects};
 use cache_demo_ctl::render;
 use cache_demo_ctl::settings::Settings;
+use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 use support::{FakeCluster, NODE_IP, Rollout};
 
@@ -159,10 +160,11 @@ async fn applied_objects_carry_the_documented_fields() {
     assert_eq!(pod["metadata"]["annotations"]["prometheus.io/scrape"], "true");
 
     // No password appears in any object other than the Secret.
-    let secret = cluster.get(&format!("{NS}/secrets/cache-demo-credentials")).unwrap();
+    let secret: Secret =
+        serde_json::from_value(cluster.get(&format!("{NS}/secrets/cache-demo-credentials")).unwrap()).unwrap();
     let mut passwords = Vec::new();
-    for value in secret["data"].as_object().unwrap().values() {
-        let text = String::from_utf8(decode_base64(value.as_str().unwrap())).unwrap();
+    for value in secret.data.unwrap().into_values() {
+        let text = String::from_utf8(value.0).unwrap();
         assert!(text.len() >= 24 && text.chars().all(|c| c.is_ascii_alphanumeric()), "{text}");
         passwords.push(text);
     }
@@ -435,20 +437,93 @@ async fn status_lists_every_object_and_its_readiness() {
     assert!(row("redis", "Service").state.starts_with("ClusterIP 10.96.0."), "{rows:?}");
 }
 
-fn decode_base64(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buffer = 0u32;
-    let mut bits = 0;
-    for byte in s.bytes().filter(|b| *b != b'=') {
-        let value = ALPHABET.iter().position(|a| *a == byte).unwrap() as u32;
-        buffer = (buffer << 6) | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-            buffer &= (1 << bits) - 1;
-        }
-    }
-    out
+#[tokio::test]
+async fn a_new_image_id_rolls_the_app_and_the_same_one_changes_nothing() {
+    let cluster = FakeCluster::new();
+    let app = format!("{APPS}/cache-demo-app");
+    let built = |id: &str| Settings { image_id: Some(format!("sha256:{}", id.repeat(32))), ..Settings::default() };
+    let deploy = |s: Settings| {
+        let client = cluster.client();
+        async move { apply::up(&client, &s, &fast(2_000), &apply::Silent).await.unwrap() }
+    };
+    deploy(built("aa")).await;
+    let first = cluster.get(&app).unwrap();
+    assert_eq!(
+        first["spec"]["template"]["metadata"]["annotations"]["cache-demo/image-id"],
+        format!("sha256:{}", "aa".repeat(32))
+    );
+
+    // The same build again: nothing changes, no pod is replaced.
+    let versions = cluster.resource_versions();
+    let report = deploy(built("aa")).await;
+    assert!(report.applied.iter().all(|(_, outcome)| *outcome == Applied::Unchanged), "{:?}", report.applied);
+    assert_eq!(cluster.resource_versions(), versions);
+
+    // A rebuilt image under the same tag: only the app's Deployment changes, and it rolls out new pods.
+    let report = deploy(built("bb")).await;
+    let changed: Vec<_> = report.applied.iter().filter(|(_, o)| *o != Applied::Unchanged).collect();
+    assert_eq!(changed, [&("deployment/cache-demo-app".to_string(), Applied::Configured)]);
+    let second = cluster.get(&app).unwrap();
+    assert_eq!(container(&second)["image"], "cache-demo-app:latest");
+    assert_eq!(second["metadata"]["generation"].as_i64(), first["metadata"]["generation"].as_i64().map(|g| g + 1));
+    let pods: Vec<String> = cluster.paths().into_iter().filter(|p| p.contains("/pods/cache-demo-app-")).collect();
+    assert!(!pods.is_empty() && pods.iter().all(|p| p.contains("cache-demo-app-2-")), "old pods kept: {pods:?}");
+}
+
+#[tokio::test]
+async fn up_waits_for_a_namespace_that_is_still_being_deleted() {
+    let cluster = FakeCluster::new();
+    up(&cluster).await.unwrap();
+    apply::down(&cluster.client(), "redis-demo", &fast(0), &apply::Silent).await.unwrap_err();
+    assert!(cluster.get(NS).unwrap()["metadata"]["deletionTimestamp"].is_string(), "not left terminating");
+    cluster.set_namespace_linger(3);
+    cluster.clear_requests();
+
+    let progress = Recorder::default();
+    let report = apply::up(&cluster.client(), &Settings::default(), &fast(2_000), &progress).await.unwrap();
+
+    assert!(report.applied.iter().all(|(_, outcome)| *outcome == Applied::Created), "{:?}", report.applied);
+    let requests = cluster.requests();
+    let first_patch = requests.iter().position(|r| r.method == "PATCH").unwrap();
+    let reads_before = requests[..first_patch].iter().filter(|r| r.method == "GET" && r.path == NS).count();
+    assert!(reads_before >= 4, "applied before the old namespace was gone ({reads_before} reads)");
+    let events = progress.0.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|(l, e, m)| l == "namespace/redis-demo" && *e == "update" && m.contains("being deleted"))
+    );
+    assert!(events.iter().any(|(_, e, m)| *e == "finish" && m.starts_with("old namespace gone")), "{events:?}");
+}
+
+#[tokio::test]
+async fn up_says_in_one_line_when_the_namespace_stays_terminating() {
+    let cluster = FakeCluster::new();
+    up(&cluster).await.unwrap();
+    cluster.set_namespace_linger(u32::MAX);
+    apply::down(&cluster.client(), "redis-demo", &fast(0), &apply::Silent).await.unwrap_err();
+    cluster.clear_requests();
+
+    let err = up_with_timeout(&cluster, 50).await;
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("namespace redis-demo still exists"), "{err}");
+    assert!(!err.contains("403") && !err.contains("Forbidden"), "{err}");
+    assert!(cluster.applies().is_empty(), "applied into a terminating namespace");
+}
+
+#[tokio::test]
+async fn a_namespace_deleted_during_up_is_named_not_a_raw_403() {
+    let cluster = FakeCluster::new();
+    up(&cluster).await.unwrap();
+    // The namespace turns terminating after up has looked at it (another terminal ran `down`).
+    cluster.insert(
+        NS,
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": "redis-demo", "deletionTimestamp": "2026-01-01T00:00:01Z"},
+               "status": {"phase": "Terminating"}}),
+    );
+    cluster.set_namespace_linger(u32::MAX);
+    let object =
+        cache_demo_ctl::objects::Object::ConfigMap(cache_demo_ctl::objects::init_sql_config_map(&Settings::default()));
+    let err = apply::apply_object(&cluster.client(), &object).await.unwrap_err();
+    assert_eq!(err.kind(), "namespace_terminating");
+    assert!(err.to_string().starts_with("applying configmap/postgres-init-sql: namespace redis-demo is being deleted"));
 }
