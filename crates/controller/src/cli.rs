@@ -14,6 +14,7 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::apply::{self, Progress, StatusRow, Step, WaitOptions};
+use crate::image;
 use crate::objects::{APP_PORT, Credentials, Objects};
 use crate::render;
 use crate::settings::{self, PostgresStorage, Settings, names};
@@ -44,6 +45,22 @@ pub enum Command {
         deploy: DeployArgs,
         #[command(flatten)]
         wait: WaitArgs,
+        /// Build --image from the Containerfile first, where the cluster's node can run it (`make deploy`).
+        #[arg(long)]
+        build: bool,
+        #[command(flatten)]
+        build_args: BuildArgs,
+    },
+    /// Build the app image where the cluster's node can run it and print its ID (`make image`).
+    Image {
+        /// Name of the image.
+        #[arg(long, default_value = settings::DEFAULT_IMAGE)]
+        image: String,
+        #[command(flatten)]
+        build_args: BuildArgs,
+        /// Also write the image ID to this file.
+        #[arg(long, value_name = "FILE")]
+        id_file: Option<PathBuf>,
     },
     /// Delete the namespace (everything in it) and wait until it is gone.
     Down {
@@ -116,6 +133,43 @@ pub struct DeployArgs {
     pub redis_image: String,
 }
 
+/// Where the image is built from.
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// The Containerfile, relative to the build context.
+    #[arg(long, default_value = "Containerfile")]
+    pub containerfile: String,
+    /// The build context: the repository's root.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub build_context: PathBuf,
+    /// minikube profile to build into (default: the one kubectl points at, else minikube's active one).
+    #[arg(long, value_name = "PROFILE")]
+    pub minikube_profile: Option<String>,
+}
+
+impl BuildArgs {
+    async fn build(&self, image: &str) -> anyhow::Result<image::Built> {
+        let host = image::detect(self.minikube_profile.as_deref()).await;
+        let built = image::build(&host, image, &self.containerfile, &self.build_context).await?;
+        match &built.id {
+            Some(id) => eprintln!("built {image}: {id}"),
+            None => eprintln!(
+                "built {image}, but could not read its ID: a running app is not restarted by this build \
+                 (kubectl rollout restart deploy/{} -n NAMESPACE does it)",
+                names::APP
+            ),
+        }
+        if !built.plan.on_node() {
+            let builder = match &built.plan {
+                image::Plan::Local { builder } => *builder,
+                _ => image::LocalBuilder::DockerBuildx,
+            };
+            eprint!("{}", image::load_instructions(image, builder, host.kube_context.as_deref()));
+        }
+        Ok(built)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StorageKind {
     Emptydir,
@@ -175,9 +229,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { deploy, wait } => {
-            let settings = deploy.settings()?;
+        Command::Image { image, build_args, id_file } => {
+            let built = build_args.build(&image).await?;
+            if let Some(id) = &built.id {
+                println!("{id}");
+            }
+            if let Some(path) = id_file {
+                let content = built.id.clone().unwrap_or_default();
+                std::fs::write(&path, content).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { mut deploy, wait, build, build_args } => {
+            let mut settings = deploy.settings()?;
+            // Before a build of several minutes: a cluster that cannot be reached fails now.
             let client = client(cli.context.as_deref()).await?;
+            if build {
+                reachable(&client).await?;
+                let built = build_args.build(&settings.image).await?;
+                if !built.plan.on_node() {
+                    anyhow::bail!("the image is on this machine only: load or push it as shown above, then run up");
+                }
+                deploy.image_id = built.id;
+                settings = deploy.settings()?;
+            }
             let progress = Spinners::new();
             let report = apply::up(&client, &settings, &wait.options(), &progress).await?;
             print!("{}", access_instructions(&settings, report.node_address.as_deref()));
@@ -196,6 +271,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", status_table(&rows));
             Ok(if rows.iter().all(|r| r.ready) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+    }
+}
+
+/// Fails in one line when the cluster's API server does not answer.
+async fn reachable(client: &Client) -> anyhow::Result<()> {
+    const HINT: &str = "the cluster does not answer: is it started (`minikube start --cpus 2 --memory 4g`)?";
+    match tokio::time::timeout(Duration::from_secs(15), client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e).context(HINT),
+        Err(_) => anyhow::bail!("{HINT} (no answer within 15s)"),
     }
 }
 
@@ -224,6 +309,7 @@ pub fn access_instructions(s: &Settings, node_address: Option<&str>) -> String {
     format!(
         "\ncache-demo is ready in namespace {ns}.\n\
          \x20 Dashboard (NodePort):  {node_url}\n\
+         \x20                        (macOS, Windows: `minikube service {app} -n {ns} --url` gives a reachable URL)\n\
          \x20 Or port-forward:       kubectl port-forward svc/{app} {APP_PORT}:{APP_PORT} -n {ns}\n\
          \x20                        then open http://127.0.0.1:{APP_PORT}/\n\
          \x20 Watch the cache:       kubectl exec -it deploy/{redis} -n {ns} -- redis-cli\n",
@@ -330,7 +416,7 @@ mod tests {
 
     #[test]
     fn defaults_give_the_default_settings() {
-        let Command::Up { deploy, wait } = parse(&["up"]).command else { panic!("not up") };
+        let Command::Up { deploy, wait, .. } = parse(&["up"]).command else { panic!("not up") };
         assert_eq!(deploy.settings().unwrap(), Settings::default());
         assert_eq!(wait.options().timeout, Duration::from_secs(300));
     }
@@ -387,6 +473,7 @@ mod tests {
         assert!(text.contains("kubectl port-forward svc/cache-demo-app 8000:8000 -n redis-demo"), "{text}");
         assert!(text.contains("http://127.0.0.1:8000/"), "{text}");
         assert!(text.contains("kubectl exec -it deploy/redis -n redis-demo -- redis-cli"), "{text}");
+        assert!(text.contains("minikube service cache-demo-app -n redis-demo --url"), "{text}");
         let text = access_instructions(&Settings::default(), None);
         assert!(text.contains("minikube ip"), "{text}");
     }
