@@ -14,7 +14,7 @@ help:
 	@echo "make test    format check, clippy -D warnings, and every test (real PostgreSQL, Redis and Chromium)"
 	@echo "make bench   database vs cache, hit ratio and the performance bar, measured here (~1.5 min); writes docs/benchmarks.md"
 	@echo "make deps    install PostgreSQL, Redis and Rust components if missing (Debian/Ubuntu)"
-	@echo "make deploy  build the image into minikube and deploy everything (then: make port-forward)"
+	@echo "make deploy  build the image where minikube runs it and deploy everything (then: make port-forward)"
 	@echo "make render  regenerate deploy/ from cache-demo-ctl; make check-k8s validates it and the Helm chart"
 	@echo "make e2e     the deployed demo against a live cluster (skips when none is reachable)"
 
@@ -64,20 +64,32 @@ IMAGE ?= cache-demo-app:latest
 NAMESPACE ?= redis-demo
 # Extra cache-demo-ctl options for deploy/status, e.g. CTL_FLAGS="--db-delay-ms 200 --replicas 2".
 CTL_FLAGS ?=
-CTL := $(CARGO) run --quiet -p cache-demo-ctl --
+CTL := target/debug/cache-demo-ctl
 
-.PHONY: image deploy undeploy status port-forward redis-cli psql logs render check-render check-k8s e2e
+.PHONY: ctl build-ctl image deploy undeploy status port-forward redis-cli psql logs render check-render check-k8s e2e
 
-image:
-	IMAGE=$(IMAGE) scripts/build-image.sh
+# cache-demo-ctl first (about a minute the first time, with cargo's progress), so a missing tool or an
+# unreachable cluster is said before the image build, which takes minutes.
+ctl:
+	@CARGO=$(CARGO) scripts/deploy-preflight.sh
+	@$(MAKE) --no-print-directory build-ctl
 
-deploy: image
-	$(CTL) up --namespace $(NAMESPACE) --image $(IMAGE) $(CTL_FLAGS)
+build-ctl:
+	$(CARGO) build -p cache-demo-ctl
 
-undeploy:
+# Builds the image where the cluster's node can run it (minikube image build, or minikube's Docker with buildx).
+image: ctl
+	$(CTL) image --image $(IMAGE)
+
+# Builds the image, then applies everything with the image's ID in the app's pod template: a changed image rolls
+# the app, an unchanged one changes nothing.
+deploy: ctl
+	$(CTL) up --build --namespace $(NAMESPACE) --image $(IMAGE) $(CTL_FLAGS)
+
+undeploy: build-ctl
 	$(CTL) down --namespace $(NAMESPACE)
 
-status:
+status: build-ctl
 	$(CTL) status --namespace $(NAMESPACE) --image $(IMAGE) $(CTL_FLAGS)
 
 port-forward:
@@ -90,10 +102,10 @@ psql:
 	kubectl exec -it deploy/postgres -n $(NAMESPACE) -- psql -U postgres cache_demo
 
 logs:
-	kubectl logs -f -l app.kubernetes.io/name=cache-demo-app -n $(NAMESPACE) --prefix --tail 100
+	kubectl logs -f -l app.kubernetes.io/name=cache-demo-app -n $(NAMESPACE) --prefix --tail 100 --max-log-requests 20
 
 # deploy/ is generated: the objects of `cache-demo-ctl render` (placeholder Secret values) and a kustomization.
-render:
+render: build-ctl
 	$(CTL) render --out-dir deploy
 
 check-render:
