@@ -64,14 +64,14 @@ pub fn stream(objects: &Objects) -> Result<String, RenderError> {
 pub fn files(objects: &Objects) -> Result<Vec<(String, String)>, RenderError> {
     let mut files = Vec::new();
     let mut resources = String::new();
-    for (name, group) in objects.files() {
+    for part in objects.parts() {
         let mut content = String::from(GENERATED);
-        if group.iter().any(|o| matches!(o, Object::Secret(_))) && has_placeholders(objects) {
+        if part.objects.iter().any(|o| matches!(o, Object::Secret(_))) && has_placeholders(objects) {
             content.push_str(SECRET_NOTICE);
         }
-        content.push_str(&documents(&group)?);
-        resources.push_str(&format!("  - {name}\n"));
-        files.push((name.to_owned(), content));
+        content.push_str(&documents(&part.objects)?);
+        resources.push_str(&format!("  - {}\n", part.file));
+        files.push((part.file.to_owned(), content));
     }
     let kustomization =
         format!("{GENERATED}apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{resources}");

@@ -172,7 +172,7 @@ impl Settings {
     /// copy-on-write headroom a replica sync would need), at least 128 MiB.
     pub fn redis_memory_limit_mib(&self) -> u64 {
         let bytes = redis_memory_bytes(&self.redis_maxmemory).unwrap_or(64 * 1024 * 1024);
-        (bytes * 2).div_ceil(1024 * 1024).max(128)
+        bytes.saturating_mul(2).div_ceil(1024 * 1024).max(128)
     }
 }
 
@@ -251,6 +251,8 @@ mod tests {
     fn redis_limit_grows_with_maxmemory() {
         let s = Settings { redis_maxmemory: "256mb".into(), ..Settings::default() };
         assert_eq!(s.redis_memory_limit_mib(), 512);
+        let huge = Settings { redis_maxmemory: "9999999999gb".into(), ..Settings::default() };
+        assert_eq!(huge.redis_memory_limit_mib(), u64::MAX.div_ceil(1024 * 1024), "saturates instead of overflowing");
     }
 
     #[test]

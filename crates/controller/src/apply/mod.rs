@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -18,6 +17,10 @@ use serde::de::DeserializeOwned;
 use crate::diagnose::{self, Hints};
 use crate::objects::{self, Credentials, Object, Objects};
 use crate::settings::{InvalidSetting, Settings, names};
+
+mod status;
+
+pub use status::{StatusRow, status};
 
 /// Upper bound of one API request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -155,26 +158,27 @@ pub async fn up(
 
     // Deployments applied but not yet waited for, with their open progress lines.
     let mut pending: Vec<(String, Box<dyn Step>, Applied)> = Vec::new();
-    for object in objects.all() {
-        match &object {
-            Object::Namespace(_) => {}
-            Object::Secret(_) => {
-                let step = progress.start(&object.label());
-                let outcome = run_step(&*step, apply_object(client, &object)).await?;
-                step.finish(&match generated.is_empty() {
-                    true => format!("{outcome} (existing values kept)"),
-                    false => format!("{outcome} (generated {})", generated.join(", ")),
-                });
-                applied.push((object.label(), outcome));
-            }
-            Object::Deployment(d) => {
-                if d.metadata.name.as_deref() == Some(names::APP) {
-                    // The app is ready only once PostgreSQL answers: wait for the backends first.
-                    wait_all(client, settings, wait, std::mem::take(&mut pending)).await?;
+    for part in objects.parts() {
+        if !part.ready_first.is_empty() {
+            let (now, later) = pending.into_iter().partition(|(name, ..)| part.ready_first.contains(&name.as_str()));
+            wait_all(client, settings, wait, now).await?;
+            pending = later;
+        }
+        for object in part.objects {
+            match &object {
+                Object::Namespace(_) => {}
+                Object::Secret(_) => {
+                    let step = progress.start(&object.label());
+                    let outcome = run_step(&*step, apply_object(client, &object)).await?;
+                    step.finish(&match generated.is_empty() {
+                        true => format!("{outcome} (existing values kept)"),
+                        false => format!("{outcome} (generated {})", generated.join(", ")),
+                    });
+                    applied.push((object.label(), outcome));
                 }
-                pending.push(apply_deployment(client, d, progress, &mut applied).await?);
+                Object::Deployment(d) => pending.push(apply_deployment(client, d, progress, &mut applied).await?),
+                _ => apply_step(client, &object, progress, &mut applied).await?,
             }
-            _ => apply_step(client, &object, progress, &mut applied).await?,
         }
     }
     wait_all(client, settings, wait, pending).await?;
@@ -253,83 +257,6 @@ async fn wait_if_terminating(
     let waited = wait_namespace_gone(&api, namespace, wait, &*step).await?;
     step.finish(&format!("old namespace gone after {}s", waited.as_secs()));
     Ok(())
-}
-
-/// One line of `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusRow {
-    pub kind: &'static str,
-    pub name: String,
-    pub state: String,
-    pub ready: bool,
-}
-
-/// Looks up every object the settings describe and says whether it is there and ready.
-pub async fn status(client: &Client, settings: &Settings) -> Result<Vec<StatusRow>, Error> {
-    settings.validate()?;
-    let objects = Objects::build(settings, &Credentials::Placeholders);
-    let ns = settings.namespace.as_str();
-    let namespace = get(Api::<Namespace>::all(client.clone()), ns).await?;
-    let namespace_exists = namespace.is_some();
-    let mut rows = Vec::new();
-    for object in objects.all() {
-        let name = object.name().to_owned();
-        let missing = || (String::from("missing"), false);
-        let (state, ready) = match &object {
-            Object::Namespace(_) => match &namespace {
-                Some(n) => {
-                    let phase = n.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Active".into());
-                    let ready = phase == "Active";
-                    (phase, ready)
-                }
-                None => missing(),
-            },
-            _ if !namespace_exists => missing(),
-            Object::Secret(_) => match get(Api::<Secret>::namespaced(client.clone(), ns), &name).await? {
-                Some(secret) => {
-                    let data = secret.data.unwrap_or_default();
-                    let absent: Vec<_> = crate::settings::secret_keys::ALL
-                        .iter()
-                        .filter(|k| data.get(**k).is_none_or(|v| v.0.is_empty()))
-                        .collect();
-                    match absent.is_empty() {
-                        true => (format!("{} keys", data.len()), true),
-                        false => (format!("missing keys: {absent:?}"), false),
-                    }
-                }
-                None => missing(),
-            },
-            Object::ConfigMap(_) => present(get(Api::<ConfigMap>::namespaced(client.clone(), ns), &name).await?),
-            Object::NetworkPolicy(_) => {
-                present(get(Api::<NetworkPolicy>::namespaced(client.clone(), ns), &name).await?)
-            }
-            Object::PersistentVolumeClaim(_) => {
-                match get(Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns), &name).await? {
-                    Some(pvc) => {
-                        let phase = pvc.status.and_then(|s| s.phase).unwrap_or_else(|| "Pending".into());
-                        let ready = phase == "Bound";
-                        (phase, ready)
-                    }
-                    None => missing(),
-                }
-            }
-            Object::Service(_) => match get(Api::<Service>::namespaced(client.clone(), ns), &name).await? {
-                Some(service) => (describe_service(&service), true),
-                None => missing(),
-            },
-            Object::Deployment(_) => match get(Api::<Deployment>::namespaced(client.clone(), ns), &name).await? {
-                Some(d) if diagnose::is_ready(&d) => (diagnose::summary(&d), true),
-                Some(d) => {
-                    let pods = list_pods(client, ns, &name).await?;
-                    let state = diagnose::short_state(&pods).map(|s| format!(" ({s})")).unwrap_or_default();
-                    (format!("{}{state}", diagnose::summary(&d)), false)
-                }
-                None => missing(),
-            },
-        };
-        rows.push(StatusRow { kind: object.kind(), name, state, ready });
-    }
-    Ok(rows)
 }
 
 /// The Secret's values if it exists (missing keys generated), fresh ones otherwise: never a rotation.
@@ -529,35 +456,6 @@ async fn list_pods(client: &Client, namespace: &str, deployment: &str) -> Result
 async fn list_events(client: &Client, namespace: &str) -> Result<Vec<Event>, Error> {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
     Ok(call("listing events", api.list(&ListParams::default())).await?.items)
-}
-
-fn present<K>(object: Option<K>) -> (String, bool) {
-    match object {
-        Some(_) => ("present".into(), true),
-        None => ("missing".into(), false),
-    }
-}
-
-/// `NodePort 8000:30080/TCP` or `ClusterIP 10.96.0.12 5432/TCP`.
-fn describe_service(service: &Service) -> String {
-    let Some(spec) = &service.spec else { return "present".into() };
-    let kind = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
-    let ports: Vec<String> = spec
-        .ports
-        .iter()
-        .flatten()
-        .map(|p| {
-            let protocol = p.protocol.as_deref().unwrap_or("TCP");
-            match p.node_port {
-                Some(node) => format!("{}:{node}/{protocol}", p.port),
-                None => format!("{}/{protocol}", p.port),
-            }
-        })
-        .collect();
-    match spec.cluster_ip.as_deref() {
-        Some(ip) if kind == "ClusterIP" => format!("{kind} {ip} {}", ports.join(",")),
-        _ => format!("{kind} {}", ports.join(",")),
-    }
 }
 
 async fn call<T>(action: &str, fut: impl Future<Output = kube::Result<T>>) -> Result<T, Error> {
