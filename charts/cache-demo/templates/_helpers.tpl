@@ -1,20 +1,30 @@
 {{/*
-Recommended labels of one component. Call with (dict "root" $ "name" "redis" "component" "cache").
+Labels of a component's pods: those of cache-demo-ctl, with Helm as the manager. No chart version here, so a
+chart bump does not restart every pod. Call with (dict "root" $ "name" "redis" "component" "cache").
 */}}
-{{- define "cache-demo.labels" -}}
+{{- define "cache-demo.podLabels" -}}
 app.kubernetes.io/component: {{ .component }}
-app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/instance: cache-demo
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/name: {{ .name }}
 app.kubernetes.io/part-of: cache-demo
+{{- end }}
+
+{{/*
+Recommended labels of one object: the pod labels and the chart's version. Same call as cache-demo.podLabels.
+*/}}
+{{- define "cache-demo.labels" -}}
+{{ include "cache-demo.podLabels" . }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
 {{- end }}
 
 {{/*
-The labels that select a component's pods. Call with (dict "root" $ "name" "redis").
+The labels that select a component's pods. The instance is always cache-demo, whatever the release is called:
+Deployment selectors are immutable, and cache-demo-ctl (status, a later up) selects with these very labels.
+Call with (dict "name" "redis").
 */}}
 {{- define "cache-demo.selectorLabels" -}}
-app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/instance: cache-demo
 app.kubernetes.io/name: {{ .name }}
 {{- end }}
 
@@ -78,7 +88,7 @@ spec:
   - from:
     - podSelector:
         matchLabels:
-          {{- include "cache-demo.selectorLabels" (dict "root" .root "name" "cache-demo-app") | nindent 10 }}
+          {{- include "cache-demo.selectorLabels" (dict "name" "cache-demo-app") | nindent 10 }}
     ports:
     - port: {{ .port }}
       protocol: TCP
