@@ -41,12 +41,7 @@ CHANGED_FLAGS = [
 CHANGED_VALUES: dict[str, Any] = {
     "image": {"repository": "registry.example/cache-demo", "tag": "v2", "pullPolicy": "Always"},
     "replicas": 2,
-    "redis": {
-        "maxmemory": "128mb",
-        "maxmemoryPolicy": "allkeys-lfu",
-        # cache-demo-ctl derives the limit from maxmemory (twice, at least 128Mi); the chart takes it as a value.
-        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
-    },
+    "redis": {"maxmemory": "128mb", "maxmemoryPolicy": "allkeys-lfu"},
     "cache": {"ttlSecs": 30, "dbDelayMs": 150},
     "service": {"nodePort": 30111},
     "postgres": {"persistence": {"type": "pvc", "size": "2Gi"}},

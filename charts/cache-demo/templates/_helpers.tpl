@@ -77,6 +77,44 @@ An environment variable from the Secret. Call with (list "REDIS_PASSWORD" "redis
 {{- end }}
 
 {{/*
+Bytes of a Redis memory size: k/m/g are powers of 1000, kb/mb/gb powers of 1024, case-insensitive, plain
+digits are bytes. Fails on anything cache-demo-ctl rejects (other units, less than 1mb).
+*/}}
+{{- define "cache-demo.redisMemoryBytes" -}}
+{{- $value := lower (toString .) }}
+{{- $digits := regexFind "^[0-9]+" $value }}
+{{- $factors := dict "" 1 "b" 1 "k" 1000 "kb" 1024 "m" 1000000 "mb" 1048576 "g" 1000000000 "gb" 1073741824 }}
+{{- $unit := trimPrefix $digits $value }}
+{{- $expected := printf "invalid redis.maxmemory %q: a size in Redis notation, 1mb or more (64mb, 1gb)" (toString .) }}
+{{- if or (not $digits) (not (hasKey $factors $unit)) }}
+{{- fail $expected }}
+{{- end }}
+{{- $factor := get $factors $unit }}
+{{- /* atoi gives 0 for more digits than int64 holds; the bound keeps bytes*2 and the rounding within int64 */}}
+{{- $number := atoi $digits }}
+{{- if or (gt $number (div 2305843009213693951 $factor)) (lt (mul $number $factor) 1048576) }}
+{{- fail $expected }}
+{{- end }}
+{{- mul $number $factor }}
+{{- end }}
+
+{{/*
+Resources of the Redis container, derived from maxmemory as cache-demo-ctl derives them: the memory limit is
+twice maxmemory rounded up to MiB (Redis' overhead, fragmentation, copy-on-write headroom), at least 128Mi;
+the request half of it, at least 64Mi. Call with $.
+*/}}
+{{- define "cache-demo.redisResources" -}}
+{{- $bytes := include "cache-demo.redisMemoryBytes" .Values.redis.maxmemory | atoi }}
+{{- $limit := max 128 (div (add (mul $bytes 2) 1048575) 1048576) -}}
+limits:
+  cpu: 500m
+  memory: {{ $limit }}Mi
+requests:
+  cpu: 50m
+  memory: {{ max 64 (div $limit 2) }}Mi
+{{- end }}
+
+{{/*
 NetworkPolicy: only the app's pods may reach a component. Call with (dict "root" $ "object" "redis-allow-app" "name" "redis" "component" "cache" "port" 6379).
 */}}
 {{- define "cache-demo.allowAppOnly" -}}
