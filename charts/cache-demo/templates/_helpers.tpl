@@ -66,14 +66,53 @@ securityContext:
 {{- end }}
 
 {{/*
-An environment variable from the Secret. Call with (list "REDIS_PASSWORD" "redis-password").
+The Secret the pods read: the one this chart generates, or existingSecret.
+*/}}
+{{- define "cache-demo.secretName" -}}
+{{ .Values.existingSecret | default "cache-demo-credentials" }}
+{{- end }}
+
+{{/*
+An environment variable from the Secret. Call with (list $ "REDIS_PASSWORD" "redis-password").
 */}}
 {{- define "cache-demo.secretEnv" -}}
-- name: {{ index . 0 }}
+- name: {{ index . 1 }}
   valueFrom:
     secretKeyRef:
-      key: {{ index . 1 }}
-      name: cache-demo-credentials
+      key: {{ index . 2 }}
+      name: {{ include "cache-demo.secretName" (index . 0) }}
+{{- end }}
+
+{{/*
+The Secret's data: every value an existing Secret has (the `lookup` result, empty offline) is kept, a missing
+or empty one is generated, as cache-demo-ctl does. Call with the existing Secret.
+*/}}
+{{- define "cache-demo.secretData" -}}
+{{- $data := .data | default dict }}
+{{- $values := dict }}
+{{- range $key := list "admin-token" "postgres-password" "redis-password" }}
+{{- $_ := set $values $key (get $data $key | default (randAlphaNum 32 | b64enc)) }}
+{{- end }}
+{{- toYaml $values }}
+{{- end }}
+
+{{/*
+Fails when existingSecret is in the cluster without a value for every key. Not finding it is no error: the
+pods wait for it (and offline, every lookup is empty). Call with (dict "name" <its name> "secret" <its lookup>).
+*/}}
+{{- define "cache-demo.checkExistingSecret" -}}
+{{- if .secret }}
+{{- $data := .secret.data | default dict }}
+{{- $missing := list }}
+{{- range $key := list "admin-token" "postgres-password" "redis-password" }}
+{{- if not (get $data $key) }}
+{{- $missing = append $missing $key }}
+{{- end }}
+{{- end }}
+{{- if $missing }}
+{{- fail (printf "Secret %s (existingSecret) has no value for %s" .name (join ", " $missing)) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
