@@ -154,6 +154,27 @@ requests:
 {{- end }}
 
 {{/*
+Fails when the release namespace, in the cluster, does not enforce the "restricted" Pod Security Standard.
+Offline (helm template, lint, GitOps renders) every lookup is empty and nothing is checked. Call with
+(dict "name" <namespace> "namespace" <its lookup> "cluster" <lookup of namespace default>).
+*/}}
+{{- define "cache-demo.checkNamespace" -}}
+{{- $label := printf "kubectl label namespace %s %s --overwrite" .name
+  "pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted" }}
+{{- $optOut := "(or set podSecurity.requireRestrictedNamespace=false)" }}
+{{- if .namespace }}
+{{- $labels := .namespace.metadata.labels | default dict }}
+{{- if ne (get $labels "pod-security.kubernetes.io/enforce") "restricted" }}
+{{- $problem := printf "namespace %s does not enforce the restricted Pod Security Standard" .name }}
+{{- fail (printf "%s: %s %s" $problem $label $optOut) }}
+{{- end }}
+{{- else if .cluster }}
+{{- $problem := printf "namespace %s does not exist, and --create-namespace would create it without Pod Security labels" .name }}
+{{- fail (printf "%s: kubectl create namespace %s && %s %s" $problem .name $label $optOut) }}
+{{- end }}
+{{- end }}
+
+{{/*
 NetworkPolicy: only the app's pods may reach a component. Call with (dict "root" $ "object" "redis-allow-app" "name" "redis" "component" "cache" "port" 6379).
 */}}
 {{- define "cache-demo.allowAppOnly" -}}
