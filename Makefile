@@ -15,7 +15,7 @@ help:
 	@echo "make bench   database vs cache, hit ratio and the performance bar, measured here (~1.5 min); writes docs/benchmarks.md"
 	@echo "make deps    install PostgreSQL, Redis and Rust components if missing (Debian/Ubuntu)"
 	@echo "make deploy  build the image where minikube runs it and deploy everything (then: make port-forward)"
-	@echo "make render  regenerate deploy/ from cache-demo-ctl; make check-k8s validates it and the Helm chart"
+	@echo "make render  regenerate deploy/ (and the chart's copy of init.sql); make check-k8s validates them and the chart"
 	@echo "make e2e     the deployed demo against a live cluster (skips when none is reachable)"
 
 deps:
@@ -105,8 +105,12 @@ logs:
 	kubectl logs -f -l app.kubernetes.io/name=cache-demo-app -n $(NAMESPACE) --prefix --tail 100 --max-log-requests 20
 
 # deploy/ is generated: the objects of `cache-demo-ctl render` (placeholder Secret values) and a kustomization.
+# The chart carries its own copy of init.sql (a chart must be complete without the repository around it).
+CHART_INIT_SQL := charts/cache-demo/files/init.sql
+
 render: build-ctl
 	$(CTL) render --out-dir deploy
+	rm -f $(CHART_INIT_SQL) && cp init.sql $(CHART_INIT_SQL)
 
 check-render:
 	$(CARGO) build --quiet -p cache-demo-ctl
@@ -114,8 +118,9 @@ check-render:
 	target/debug/cache-demo-ctl render --out-dir "$$tmp" >/dev/null && \
 	if ! diff -r "$$tmp" deploy; then echo "deploy/ is stale: run make render" >&2; exit 1; fi && \
 	echo "deploy/ is what cache-demo-ctl render produces" && \
-	if [ "$$(readlink charts/cache-demo/files/init.sql)" != ../../../init.sql ]; then \
-		echo "charts/cache-demo/files/init.sql must be a link to the repository's init.sql" >&2; exit 1; fi
+	if [ -L $(CHART_INIT_SQL) ] || ! cmp -s init.sql $(CHART_INIT_SQL); then \
+		echo "$(CHART_INIT_SQL) must be a copy of init.sql, not a link: run make render" >&2; exit 1; fi && \
+	echo "$(CHART_INIT_SQL) is a copy of init.sql"
 
 # Schemas, Helm lint, chart == render; offline, in a venv under target/ (scripts/k8s-check.sh).
 check-k8s: check-render
