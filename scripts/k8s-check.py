@@ -48,12 +48,15 @@ CHANGED_FLAGS = [
     "--image", "registry.example/cache-demo:v2", "--image-pull-policy", "Always", "--replicas", "2",
     "--redis-maxmemory", "128mb", "--redis-policy", "allkeys-lfu", "--cache-ttl-secs", "30",
     "--db-delay-ms", "150", "--node-port", "30111", "--postgres-storage", "pvc", "--postgres-pvc-size", "2Gi",
-    "--image-id", IMAGE_ID,
+    "--image-id", IMAGE_ID, "--redis-exporter-image", "registry.example/redis_exporter:v9",
 ]
 CHANGED_VALUES: dict[str, Any] = {
     "image": {"repository": "registry.example/cache-demo", "tag": "v2", "pullPolicy": "Always", "id": IMAGE_ID},
     "replicas": 2,
-    "redis": {"maxmemory": "128mb", "maxmemoryPolicy": "allkeys-lfu"},
+    "redis": {
+        "maxmemory": "128mb", "maxmemoryPolicy": "allkeys-lfu",
+        "exporter": {"enabled": True, "image": "registry.example/redis_exporter:v9"},
+    },
     "cache": {"ttlSecs": 30, "dbDelayMs": 150},
     "service": {"nodePort": 30111},
     "postgres": {"persistence": {"type": "pvc", "size": "2Gi"}},
@@ -121,6 +124,9 @@ VALUE_SETS = [
     ValueSet("cache.dbDelayMs=200", {"cache": {"dbDelayMs": 200}}, ["--db-delay-ms", "200"]),
     ValueSet("image.id set", {"image": {"id": IMAGE_ID}}, ["--image-id", IMAGE_ID]),
     ValueSet("release name demo", release="demo"),
+    ValueSet(
+        "redis.exporter.enabled=false", {"redis": {"exporter": {"enabled": False}}}, ["--redis-exporter", "false"]
+    ),
     ValueSet("everything changed", CHANGED_VALUES, CHANGED_FLAGS),
     ValueSet(
         f"existingSecret={EXISTING_SECRET}", {"existingSecret": EXISTING_SECRET},

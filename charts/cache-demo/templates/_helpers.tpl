@@ -29,14 +29,29 @@ app.kubernetes.io/name: {{ .name }}
 {{- end }}
 
 {{/*
-Object metadata: name, namespace, labels. Call with (dict "root" $ "object" "postgres" "name" "postgres" "component" "database").
+Object metadata: name, namespace, labels, and the scrape annotations when "scrapePort" is given. Call with
+(dict "root" $ "object" "postgres" "name" "postgres" "component" "database").
 */}}
 {{- define "cache-demo.metadata" -}}
 metadata:
+  {{- with .scrapePort }}
+  annotations:
+    {{- include "cache-demo.scrapeAnnotations" . | nindent 4 }}
+  {{- end }}
   labels:
     {{- include "cache-demo.labels" . | nindent 4 }}
   name: {{ .object }}
   namespace: {{ .root.Release.Namespace }}
+{{- end }}
+
+{{/*
+The prometheus.io annotations a Prometheus with the usual Kubernetes scrape configuration follows. Call with
+the port.
+*/}}
+{{- define "cache-demo.scrapeAnnotations" -}}
+prometheus.io/path: /metrics
+prometheus.io/port: {{ . | quote }}
+prometheus.io/scrape: "true"
 {{- end }}
 
 {{/*
@@ -190,6 +205,12 @@ spec:
     ports:
     - port: {{ .port }}
       protocol: TCP
+  {{- with .openPort }}
+  # Metrics hold no data and no secret: open to a Prometheus in any namespace.
+  - ports:
+    - port: {{ . }}
+      protocol: TCP
+  {{- end }}
   podSelector:
     matchLabels:
       {{- include "cache-demo.selectorLabels" . | nindent 6 }}

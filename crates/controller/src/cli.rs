@@ -131,6 +131,12 @@ pub struct DeployArgs {
     /// Redis image (official, 7 or newer).
     #[arg(long, default_value = settings::DEFAULT_REDIS_IMAGE)]
     pub redis_image: String,
+    /// Run redis_exporter beside Redis for Prometheus (true or false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub redis_exporter: bool,
+    /// redis_exporter image.
+    #[arg(long, default_value = settings::DEFAULT_REDIS_EXPORTER_IMAGE)]
+    pub redis_exporter_image: String,
 }
 
 /// Where the image is built from.
@@ -193,6 +199,8 @@ impl DeployArgs {
             replicas: self.replicas,
             postgres_image: self.postgres_image.clone(),
             redis_image: self.redis_image.clone(),
+            redis_exporter: self.redis_exporter,
+            redis_exporter_image: self.redis_exporter_image.clone(),
             redis_maxmemory: self.redis_maxmemory.clone(),
             redis_policy: self.redis_policy.clone(),
             cache_ttl_secs: self.cache_ttl_secs,
@@ -445,6 +453,8 @@ mod tests {
             "pvc",
             "--postgres-pvc-size",
             "2Gi",
+            "--redis-exporter",
+            "false",
         ]);
         let Command::Render { deploy, .. } = cli.command else { panic!("not render") };
         let s = deploy.settings().unwrap();
@@ -457,6 +467,7 @@ mod tests {
         assert_eq!(s.db_delay_ms, 250);
         assert_eq!(s.node_port, 30123);
         assert_eq!(s.postgres_storage, PostgresStorage::Pvc { size: "2Gi".into() });
+        assert!(!s.redis_exporter);
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub const DEFAULT_NAMESPACE: &str = "redis-demo";
 pub const DEFAULT_IMAGE: &str = "cache-demo-app:latest";
 pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17-alpine";
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4-alpine";
+/// Redis' own metrics for Prometheus, as a sidecar of the Redis pod.
+pub const DEFAULT_REDIS_EXPORTER_IMAGE: &str = "oliver006/redis_exporter:v1.62.0";
 pub const DEFAULT_NODE_PORT: i32 = 30080;
 pub const DEFAULT_MAXMEMORY: &str = "64mb";
 pub const DEFAULT_POLICY: &str = "allkeys-lru";
@@ -76,6 +78,9 @@ pub struct Settings {
     pub replicas: i32,
     pub postgres_image: String,
     pub redis_image: String,
+    /// Run redis_exporter beside Redis (port 9121, scrape annotations on the pod).
+    pub redis_exporter: bool,
+    pub redis_exporter_image: String,
     /// Redis `maxmemory` in Redis' own notation (`64mb`, `1gb`).
     pub redis_maxmemory: String,
     pub redis_policy: String,
@@ -95,6 +100,8 @@ impl Default for Settings {
             replicas: 1,
             postgres_image: DEFAULT_POSTGRES_IMAGE.into(),
             redis_image: DEFAULT_REDIS_IMAGE.into(),
+            redis_exporter: true,
+            redis_exporter_image: DEFAULT_REDIS_EXPORTER_IMAGE.into(),
             redis_maxmemory: DEFAULT_MAXMEMORY.into(),
             redis_policy: DEFAULT_POLICY.into(),
             cache_ttl_secs: DEFAULT_TTL_SECS,
@@ -123,9 +130,12 @@ impl Settings {
         if !is_dns_label(&self.namespace) {
             return bad("namespace", &self.namespace, "a DNS label: lower-case letters, digits and '-', at most 63");
         }
-        for (option, image) in
-            [("image", &self.image), ("postgres image", &self.postgres_image), ("redis image", &self.redis_image)]
-        {
+        for (option, image) in [
+            ("image", &self.image),
+            ("postgres image", &self.postgres_image),
+            ("redis image", &self.redis_image),
+            ("redis exporter image", &self.redis_exporter_image),
+        ] {
             if image.is_empty() || image.chars().any(|c| c.is_whitespace()) {
                 return bad(option, image, "an image reference such as cache-demo-app:latest");
             }

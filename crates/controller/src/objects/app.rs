@@ -1,7 +1,5 @@
 //! The app: its environment (secrets by reference only), the Deployment and the NodePort Service.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSpec, Probe, Service, Volume,
@@ -83,11 +81,7 @@ pub fn app_deployment(s: &Settings) -> Deployment {
         }]),
         ..PodSpec::default()
     };
-    let mut annotations = BTreeMap::from([
-        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
-        ("prometheus.io/port".to_owned(), APP_PORT.to_string()),
-        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
-    ]);
+    let mut annotations = scrape_annotations(APP_PORT);
     if let Some(id) = &s.image_id {
         annotations.insert(IMAGE_ID_ANNOTATION.to_owned(), id.clone());
     }
@@ -105,6 +99,8 @@ pub fn app_deployment(s: &Settings) -> Deployment {
 /// `cache-demo-app`: a NodePort on a fixed port, so the URL stays the same across re-deploys.
 pub fn app_service(s: &Settings) -> Service {
     let mut service = cluster_service(s, names::APP, "server", "http", APP_PORT);
+    // For a Prometheus that discovers Services rather than pods.
+    service.metadata.annotations = Some(scrape_annotations(APP_PORT));
     if let Some(spec) = service.spec.as_mut() {
         spec.type_ = Some("NodePort".into());
         for port in spec.ports.iter_mut().flatten() {

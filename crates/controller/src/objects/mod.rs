@@ -39,6 +39,8 @@ pub const INIT_SQL: &str = include_str!("../../../../init.sql");
 pub const APP_PORT: i32 = 8000;
 pub const POSTGRES_PORT: i32 = 5432;
 pub const REDIS_PORT: i32 = 6379;
+/// redis_exporter's metrics port.
+pub const REDIS_EXPORTER_PORT: i32 = 9121;
 /// The app image's user (`USER 10001` in the Containerfile).
 pub const APP_UID: i64 = 10001;
 /// The `postgres` user of the official Alpine image.
@@ -270,6 +272,15 @@ fn cluster_service(s: &Settings, name: &str, component: &str, port_name: &str, p
     }
 }
 
+/// The `prometheus.io/*` annotations a Prometheus with the usual Kubernetes scrape configuration follows.
+fn scrape_annotations(port: i32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), port.to_string()),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ])
+}
+
 fn allow_app_only(s: &Settings, policy: &str, target: &str, component: &str, port: i32) -> NetworkPolicy {
     NetworkPolicy {
         metadata: meta(s, policy, labels(target, component)),
@@ -451,7 +462,7 @@ mod tests {
     fn network_policies_admit_only_the_app() {
         for (policy, target, port) in [
             (postgres_network_policy(&Settings::default()), "postgres", 5432),
-            (redis_network_policy(&Settings::default()), "redis", 6379),
+            (redis_network_policy(&Settings { redis_exporter: false, ..Settings::default() }), "redis", 6379),
         ] {
             let spec = policy.spec.unwrap();
             assert_eq!(spec.pod_selector.unwrap().match_labels, Some(selector_labels(target)));

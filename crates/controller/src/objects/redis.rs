@@ -1,9 +1,12 @@
-//! Redis: bounded memory, an eviction policy, the password from the Secret, no persistence; its Service and the
-//! NetworkPolicy that admits only the app.
+//! Redis: bounded memory, an eviction policy, the password from the Secret, no persistence, and (by default)
+//! redis_exporter beside it for Prometheus; its Service and the NetworkPolicy that admits only the app to Redis
+//! (and anyone to the exporter's metrics).
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, PodSpec, Probe, Service, TCPSocketAction, Volume};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, PodSpec, Probe, Service, ServicePort, TCPSocketAction, Volume,
+};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
@@ -66,10 +69,12 @@ pub fn redis_deployment(s: &Settings) -> Deployment {
         volume_mounts: Some(vec![mount("data", "/data", false)]),
         ..Container::default()
     };
+    let mut containers = vec![container];
+    containers.extend(s.redis_exporter.then(|| redis_exporter(s)));
     let pod = PodSpec {
         automount_service_account_token: Some(false),
         security_context: Some(pod_security(REDIS_UID, REDIS_GID)),
-        containers: vec![container],
+        containers,
         volumes: Some(vec![Volume {
             name: "data".into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -77,18 +82,79 @@ pub fn redis_deployment(s: &Settings) -> Deployment {
         }]),
         ..PodSpec::default()
     };
-    let workload =
-        Workload { name: names::REDIS, component: "cache", replicas: 1, recreate: false, pod_annotations: None, pod };
+    let workload = Workload {
+        name: names::REDIS,
+        component: "cache",
+        replicas: 1,
+        recreate: false,
+        pod_annotations: s.redis_exporter.then(|| scrape_annotations(REDIS_EXPORTER_PORT)),
+        pod,
+    };
     deployment(s, workload)
 }
 
-pub fn redis_service(s: &Settings) -> Service {
-    cluster_service(s, names::REDIS, "cache", "redis", REDIS_PORT)
+/// redis_exporter on `localhost`, logged in with the password from the Secret through its environment (never
+/// in argv, where `ps` and the pod spec would show it).
+fn redis_exporter(s: &Settings) -> Container {
+    Container {
+        name: "redis-exporter".into(),
+        image: Some(s.redis_exporter_image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        env: Some(vec![
+            env("REDIS_ADDR", &format!("redis://localhost:{REDIS_PORT}")),
+            env_from_secret("REDIS_PASSWORD", secret_keys::REDIS_PASSWORD),
+        ]),
+        ports: Some(vec![container_port("metrics", REDIS_EXPORTER_PORT)]),
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("metrics".into()),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(10),
+            timeout_seconds: Some(3),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        resources: Some(resources(("10m", "32Mi"), ("100m", "64Mi"))),
+        security_context: Some(container_security(true)),
+        ..Container::default()
+    }
 }
 
-/// Redis accepts connections from the app's pods only.
+pub fn redis_service(s: &Settings) -> Service {
+    let mut service = cluster_service(s, names::REDIS, "cache", "redis", REDIS_PORT);
+    if s.redis_exporter
+        && let Some(ports) = service.spec.as_mut().and_then(|spec| spec.ports.as_mut())
+    {
+        ports.push(ServicePort {
+            name: Some("metrics".into()),
+            port: REDIS_EXPORTER_PORT,
+            target_port: Some(IntOrString::String("metrics".into())),
+            protocol: Some("TCP".into()),
+            ..ServicePort::default()
+        });
+        service.metadata.annotations = Some(scrape_annotations(REDIS_EXPORTER_PORT));
+    }
+    service
+}
+
+/// Redis accepts connections from the app's pods only; the exporter's metrics, which hold no data and no
+/// secret, from anywhere (a Prometheus may live in any namespace).
 pub fn redis_network_policy(s: &Settings) -> NetworkPolicy {
-    allow_app_only(s, names::REDIS_POLICY, names::REDIS, "cache", REDIS_PORT)
+    let mut policy = allow_app_only(s, names::REDIS_POLICY, names::REDIS, "cache", REDIS_PORT);
+    if s.redis_exporter
+        && let Some(rules) = policy.spec.as_mut().and_then(|spec| spec.ingress.as_mut())
+    {
+        rules.push(NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(vec![NetworkPolicyPort {
+                port: Some(IntOrString::Int(REDIS_EXPORTER_PORT)),
+                protocol: Some("TCP".into()),
+                ..NetworkPolicyPort::default()
+            }]),
+        });
+    }
+    policy
 }
 
 #[cfg(test)]
@@ -126,5 +192,46 @@ mod tests {
         assert!(args.windows(2).any(|w| w == ["--maxmemory-policy", "allkeys-lfu"]));
         let d = redis_deployment(&s);
         assert_eq!(container(&d).resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0, "512Mi");
+    }
+
+    #[test]
+    fn the_exporter_logs_in_from_the_environment_and_is_scraped() {
+        let s = Settings::default();
+        let d = redis_deployment(&s);
+        let template = d.spec.as_ref().unwrap().template.clone();
+        let exporter = template.spec.as_ref().unwrap().containers[1].clone();
+        assert_eq!(exporter.name, "redis-exporter");
+        assert_eq!(exporter.image.as_deref(), Some(crate::settings::DEFAULT_REDIS_EXPORTER_IMAGE));
+        let r = secret_ref(&exporter, "REDIS_PASSWORD").unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("cache-demo-credentials", "redis-password"));
+        assert!(exporter.args.is_none() && exporter.command.is_none(), "nothing in argv: {exporter:?}");
+        assert_eq!(exporter.ports.as_ref().unwrap()[0].container_port, 9121);
+        let annotations = template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(
+            (annotations["prometheus.io/scrape"].as_str(), annotations["prometheus.io/port"].as_str()),
+            ("true", "9121")
+        );
+
+        let service = redis_service(&s);
+        let ports: Vec<i32> = service.spec.unwrap().ports.unwrap().iter().map(|p| p.port).collect();
+        assert_eq!(ports, [6379, 9121]);
+        assert_eq!(service.metadata.annotations.unwrap()["prometheus.io/port"], "9121");
+        let rules = redis_network_policy(&s).spec.unwrap().ingress.unwrap();
+        assert_eq!(rules.len(), 2);
+        assert!(rules[1].from.is_none(), "metrics are open to any scraper");
+        assert_eq!(rules[1].ports.clone().unwrap()[0].port, Some(IntOrString::Int(9121)));
+    }
+
+    #[test]
+    fn without_the_exporter_redis_stands_alone() {
+        let s = Settings { redis_exporter: false, ..Settings::default() };
+        let d = redis_deployment(&s);
+        let template = d.spec.unwrap().template;
+        assert_eq!(template.spec.unwrap().containers.len(), 1);
+        assert!(template.metadata.unwrap().annotations.is_none());
+        let service = redis_service(&s);
+        assert_eq!(service.spec.unwrap().ports.unwrap().len(), 1);
+        assert!(service.metadata.annotations.is_none());
+        assert_eq!(redis_network_policy(&s).spec.unwrap().ingress.unwrap().len(), 1);
     }
 }
