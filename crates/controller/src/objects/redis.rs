@@ -87,10 +87,21 @@ pub fn redis_deployment(s: &Settings) -> Deployment {
         component: "cache",
         replicas: 1,
         recreate: false,
-        pod_annotations: s.redis_exporter.then(|| scrape_annotations(REDIS_EXPORTER_PORT)),
+        pod_annotations: Some(redis_pod_annotations(s)),
         pod,
     };
     deployment(s, workload)
+}
+
+/// `kubectl exec deploy/redis -- redis-cli` and `kubectl logs` reach Redis, not the exporter, without asking;
+/// Prometheus finds the exporter.
+fn redis_pod_annotations(s: &Settings) -> BTreeMap<String, String> {
+    let mut annotations = match s.redis_exporter {
+        true => scrape_annotations(REDIS_EXPORTER_PORT),
+        false => BTreeMap::new(),
+    };
+    annotations.insert("kubectl.kubernetes.io/default-container".into(), names::REDIS.into());
+    annotations
 }
 
 /// redis_exporter on `localhost`, logged in with the password from the Secret through its environment (never
@@ -228,7 +239,8 @@ mod tests {
         let d = redis_deployment(&s);
         let template = d.spec.unwrap().template;
         assert_eq!(template.spec.unwrap().containers.len(), 1);
-        assert!(template.metadata.unwrap().annotations.is_none());
+        let annotations = template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["kubectl.kubernetes.io/default-container"]);
         let service = redis_service(&s);
         assert_eq!(service.spec.unwrap().ports.unwrap().len(), 1);
         assert!(service.metadata.annotations.is_none());
