@@ -17,7 +17,8 @@ use crate::apply::{self, Progress, StatusRow, Step, WaitOptions};
 use crate::image;
 use crate::objects::{APP_PORT, Credentials, Objects};
 use crate::render;
-use crate::settings::{self, PostgresStorage, Settings, names};
+use crate::crd;
+use crate::settings::{self, Settings, names};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +52,8 @@ pub enum Command {
         #[command(flatten)]
         build_args: BuildArgs,
     },
+    /// Print the CacheDemo CustomResourceDefinition (operator mode) as YAML.
+    Crd,
     /// Build the app image where the cluster's node can run it and print its ID (`make image`).
     Image {
         /// Name of the image.
@@ -190,27 +193,41 @@ pub struct WaitArgs {
 }
 
 impl DeployArgs {
-    pub fn settings(&self) -> Result<Settings, settings::InvalidSetting> {
-        let s = Settings {
-            namespace: self.namespace.clone(),
+    /// The deployment these flags describe, as a `CacheDemo` spec would: the flags and the resource are one type.
+    pub fn spec(&self) -> crd::CacheDemoSpec {
+        let policy = crd::EvictionPolicy::parse(&self.redis_policy).unwrap_or_default();
+        let pull = match self.image_pull_policy.as_str() {
+            "Always" => crd::PullPolicy::Always,
+            "Never" => crd::PullPolicy::Never,
+            _ => crd::PullPolicy::IfNotPresent,
+        };
+        crd::CacheDemoSpec {
             image: self.image.clone(),
             image_id: self.image_id.clone().filter(|id| !id.is_empty()),
-            image_pull_policy: self.image_pull_policy.clone(),
+            image_pull_policy: pull,
             replicas: self.replicas,
-            postgres_image: self.postgres_image.clone(),
-            redis_image: self.redis_image.clone(),
-            redis_exporter: self.redis_exporter,
-            redis_exporter_image: self.redis_exporter_image.clone(),
-            redis_maxmemory: self.redis_maxmemory.clone(),
-            redis_policy: self.redis_policy.clone(),
-            cache_ttl_secs: self.cache_ttl_secs,
-            db_delay_ms: self.db_delay_ms,
-            node_port: self.node_port,
-            postgres_storage: match self.postgres_storage {
-                StorageKind::Emptydir => PostgresStorage::EmptyDir,
-                StorageKind::Pvc => PostgresStorage::Pvc { size: self.postgres_pvc_size.clone() },
+            cache: crd::CacheSpec { ttl_secs: self.cache_ttl_secs, db_delay_ms: self.db_delay_ms },
+            redis: crd::RedisSpec {
+                maxmemory: self.redis_maxmemory.clone(),
+                policy,
+                image: self.redis_image.clone(),
+                exporter: self.redis_exporter,
+                exporter_image: self.redis_exporter_image.clone(),
             },
-        };
+            postgres: crd::PostgresSpec {
+                image: self.postgres_image.clone(),
+                storage: match self.postgres_storage {
+                    StorageKind::Emptydir => crd::StorageKind::EmptyDir,
+                    StorageKind::Pvc => crd::StorageKind::Pvc,
+                },
+                pvc_size: self.postgres_pvc_size.clone(),
+            },
+            node_port: self.node_port,
+        }
+    }
+
+    pub fn settings(&self) -> Result<Settings, settings::InvalidSetting> {
+        let s = self.spec().settings(&self.namespace);
         s.validate()?;
         Ok(s)
     }
@@ -235,6 +252,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => print!("{}", render::stream(&objects)?),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd => {
+            print!("{}", render::crd()?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Image { image, build_args, id_file } => {
@@ -417,6 +438,7 @@ impl Step for PlainStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::PostgresStorage;
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("cache-demo-ctl").chain(args.iter().copied())).unwrap()

@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod crd;
 pub mod diagnose;
 pub mod image;
 pub mod objects;

@@ -26,6 +26,14 @@ pub enum RenderError {
     Write { path: String, source: std::io::Error },
 }
 
+/// The CacheDemo CustomResourceDefinition as a YAML stream: what `crd` prints and `deploy/crd.yaml` holds.
+pub fn crd() -> Result<String, RenderError> {
+    let crd = crate::crd::definition();
+    let yaml = serde_saphyr::to_string(&crd)
+        .map_err(|source| RenderError::Serialize { object: "customresourcedefinition/cachedemos".into(), source })?;
+    Ok(format!("{GENERATED}---\n{yaml}"))
+}
+
 /// One object as a YAML document (no `---`).
 pub fn to_yaml(object: &Object) -> Result<String, RenderError> {
     let result = match object {
