@@ -15,6 +15,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::apply::{self, Progress, StatusRow, Step, WaitOptions};
 use crate::image;
+use crate::operator;
 use crate::objects::{APP_PORT, Credentials, Objects};
 use crate::render;
 use crate::crd;
@@ -54,6 +55,18 @@ pub enum Command {
     },
     /// Print the CacheDemo CustomResourceDefinition (operator mode) as YAML.
     Crd,
+    /// Keep every CacheDemo resource of a namespace true (operator mode), until SIGTERM or Ctrl-C.
+    Operator {
+        /// Namespace whose CacheDemos to keep.
+        #[arg(long, short = 'n', default_value = settings::DEFAULT_NAMESPACE)]
+        namespace: String,
+        /// Where /healthz, /readyz and /metrics answer.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+        probe_addr: std::net::SocketAddr,
+        /// Seconds between looks at a ready CacheDemo (pods, live cache figures).
+        #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+        requeue_secs: u64,
+    },
     /// Build the app image where the cluster's node can run it and print its ID (`make image`).
     Image {
         /// Name of the image.
@@ -254,6 +267,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Operator { namespace, probe_addr, requeue_secs } => {
+            let client = client(cli.context.as_deref()).await?;
+            let mut config = operator::Config::new(&namespace);
+            config.requeue = Duration::from_secs(requeue_secs.max(1));
+            let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+            let ctx = operator::context(client, config, &instance);
+            let stop = tokio_util::sync::CancellationToken::new();
+            let probes = tokio::spawn(operator::serve_probes(ctx.clone(), probe_addr, stop.clone().cancelled_owned()));
+            eprintln!("operator: keeping the CacheDemos of namespace {namespace}; probes and metrics on {probe_addr}");
+            operator::run(ctx, shutdown_signal()).await;
+            stop.cancel();
+            probes.await.context("probe server")?.context("probe server")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crd => {
             print!("{}", render::crd()?);
             Ok(ExitCode::SUCCESS)
@@ -301,6 +328,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if rows.iter().all(|r| r.ready) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
     }
+}
+
+/// Completes on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 /// Fails in one line when the cluster's API server does not answer.

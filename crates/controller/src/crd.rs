@@ -295,7 +295,8 @@ pub struct ComponentStatus {
     pub desired: i32,
 }
 
-/// Cache figures as the app reports them; `unknown` when it could not be asked.
+/// Cache figures as the app reports them, refreshed on every look; `unknown` when it could not be asked. They
+/// carry no time of reading, so the status changes only when a figure does.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheFigures {
@@ -307,8 +308,6 @@ pub struct CacheFigures {
     pub memory: String,
     /// Keys Redis evicted since it started, or `unknown`.
     pub evicted_keys: String,
-    /// When the figures were read (RFC 3339).
-    pub read_at: String,
 }
 
 /// The CustomResourceDefinition, as `cache-demo-ctl crd` prints it.

@@ -150,8 +150,8 @@ fn explain_container(
             "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" | "InvalidImageName" => {
                 if same_image(image, hints.app_image) {
                     format!(
-                        "pod {pod}: image {} is not in the cluster ({reason}): run `make image` (it builds inside \
-                         minikube's Docker with `eval $(minikube docker-env)`), then `cache-demo-ctl up` again",
+                        "pod {pod}: image {} is not in the cluster ({reason}): run `make deploy` (it builds the \
+                         image where minikube's node runs it), or `make image` then `cache-demo-ctl up` again",
                         hints.app_image
                     )
                 } else {
@@ -318,7 +318,7 @@ mod tests {
             assert_eq!(lines.len(), 1, "{lines:?}");
             assert!(lines[0].contains("cache-demo-app-7d9f-abcde"), "{}", lines[0]);
             assert!(lines[0].contains("image cache-demo-app:latest is not in the cluster"), "{}", lines[0]);
-            assert!(lines[0].contains("make image") && lines[0].contains("minikube docker-env"), "{}", lines[0]);
+            assert!(lines[0].contains("make image") && lines[0].contains("make deploy"), "{}", lines[0]);
         }
         assert_eq!(
             short_state(&[waiting("cache-demo-app:latest", "ErrImagePull", "")]).as_deref(),

@@ -14,5 +14,6 @@ pub mod crd;
 pub mod diagnose;
 pub mod image;
 pub mod objects;
+pub mod operator;
 pub mod render;
 pub mod settings;

@@ -283,7 +283,7 @@ async fn a_missing_app_image_times_out_naming_the_pod_and_the_fix() {
     assert!(message.contains("(0/1 ready)"), "{message}");
     assert!(message.contains("pod cache-demo-app-1-00000"), "{message}");
     assert!(message.contains("image cache-demo-app:latest is not in the cluster (ErrImageNeverPull)"), "{message}");
-    assert!(message.contains("run `make image`"), "{message}");
+    assert!(message.contains("run `make deploy`") && message.contains("`make image`"), "{message}");
     let events = progress.0.lock().unwrap().clone();
     assert!(events.iter().any(|(l, e, _)| l == "deployment/cache-demo-app" && *e == "fail"), "{events:?}");
     assert!(

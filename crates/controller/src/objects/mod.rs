@@ -18,7 +18,7 @@ use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::settings::{PostgresStorage, Settings, names, secret_keys};
@@ -172,6 +172,28 @@ impl Objects {
             // The app is ready only once PostgreSQL answers; it starts cleanly once both backends are up.
             Part { file: "app.yaml", objects: app, ready_first: &[names::POSTGRES, names::REDIS] },
         ]
+    }
+
+    /// Makes every object but the namespace owned by `owner` (a CacheDemo), so the garbage collector deletes
+    /// them with it and the operator hears of their changes. The one place owner references are set.
+    pub fn owned_by(mut self, owner: &OwnerReference) -> Objects {
+        let mut metas = vec![
+            &mut self.secret.metadata,
+            &mut self.init_sql.metadata,
+            &mut self.postgres.metadata,
+            &mut self.postgres_service.metadata,
+            &mut self.postgres_policy.metadata,
+            &mut self.redis.metadata,
+            &mut self.redis_service.metadata,
+            &mut self.redis_policy.metadata,
+            &mut self.app.metadata,
+            &mut self.app_service.metadata,
+        ];
+        metas.extend(self.postgres_data.as_mut().map(|pvc| &mut pvc.metadata));
+        for meta in metas {
+            meta.owner_references = Some(vec![owner.clone()]);
+        }
+        self
     }
 
     /// Every object, in apply order.

@@ -1,20 +1,33 @@
 //! A small in-memory Kubernetes API server behind `kube::Client`, for testing cache-demo-ctl without a cluster.
 //!
 //! It is kube's documented mock (`tower_test::mock::pair` + `kube::Client::new`) with a store behind it:
-//! objects are kept as JSON by path; GET, LIST (with `labelSelector`), server-side apply PATCH and DELETE are
-//! answered like the API server does for the parts cache-demo-ctl uses. An apply that changes nothing keeps the
-//! object and its resourceVersion; one that changes it bumps the resourceVersion (and the generation, for a
-//! new Deployment spec). A tiny stand-in for the Deployment controller and kubelet creates pods and makes them
-//! ready, or keeps them stuck in a chosen way. Every request is recorded.
+//! objects are kept as JSON by path; GET, LIST (with `labelSelector`), WATCH (a stream of changes after the
+//! resourceVersion asked for, so kube-runtime's Controller runs against it), server-side apply PATCH (also of
+//! the status subresource), JSON merge PATCH, POST and DELETE are answered like the API server does for the
+//! parts cache-demo-ctl uses. An apply that changes nothing keeps the object and its resourceVersion; one that
+//! changes it bumps the resourceVersion (and the generation, for a new spec). A tiny stand-in for the
+//! Deployment controller and kubelet creates pods and makes them ready, or keeps them stuck in a chosen way;
+//! one for the garbage collector deletes what a deleted object owned; the app's `/api/stats` answers through
+//! the service proxy with figures a test sets. Every request is recorded.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
 use http::{Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use kube::client::Body;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
+
+type ResponseBody = BoxBody<Bytes, Infallible>;
+type WatchSender = mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
 
 pub const NODE_IP: &str = "192.168.49.2";
 pub const FIELD_MANAGER: &str = "cache-demo-ctl";
@@ -57,6 +70,19 @@ struct State {
     /// Path → (status, message): answer the next PATCH there with an error.
     reject: HashMap<String, (u16, String)>,
     next_cluster_ip: u8,
+    /// Every change, in order: (resourceVersion, path, watch event type, the object then).
+    history: Vec<(u64, String, &'static str, Value)>,
+    watchers: Vec<Watcher>,
+    /// What the app's `/api/stats` answers through the service proxy; None: the app cannot be reached.
+    app_stats: Option<Value>,
+}
+
+/// An open WATCH: which objects it wants, and where their changes go.
+struct Watcher {
+    /// `/apis/apps/v1/namespaces/ns/deployments`
+    collection: String,
+    selector: String,
+    tx: WatchSender,
 }
 
 pub struct FakeCluster {
@@ -74,19 +100,22 @@ impl Drop for FakeCluster {
 impl FakeCluster {
     /// A cluster with one node (`minikube`, InternalIP [`NODE_IP`]) and nothing else.
     pub fn new() -> FakeCluster {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<ResponseBody>>();
         let state = Arc::new(Mutex::new(State { namespace_linger: 1, next_cluster_ip: 10, ..State::default() }));
         let server_state = state.clone();
         let server = tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap_or_default();
-                let (status, value) = lock(&server_state).handle(&parts, &bytes);
-                let response = Response::builder()
-                    .status(status)
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&value).unwrap_or_default()))
-                    .unwrap();
+                let reply = lock(&server_state).handle(&parts, &bytes);
+                let (status, body) = match reply {
+                    Reply::Json(status, value) => {
+                        (status, Full::new(Bytes::from(serde_json::to_vec(&value).unwrap_or_default())).boxed())
+                    }
+                    Reply::Watch(rx) => (StatusCode::OK, StreamBody::new(rx).boxed()),
+                };
+                let response =
+                    Response::builder().status(status).header("content-type", "application/json").body(body).unwrap();
                 send.send_response(response);
             }
         });
@@ -123,12 +152,47 @@ impl FakeCluster {
         lock(&self.state).reject.insert(path.into(), (code, message.into()));
     }
 
-    /// Stores an object as if someone had created it (resourceVersion assigned).
+    /// Stores an object as if someone had created it (resourceVersion assigned, uid kept or given).
     pub fn insert(&self, path: &str, mut object: Value) {
         let mut state = lock(&self.state);
-        let rv = state.bump();
-        object["metadata"]["resourceVersion"] = json!(rv);
-        state.objects.insert(path.into(), object);
+        if object["metadata"]["uid"].is_null() {
+            object["metadata"]["uid"] = json!(format!("uid-{}", state.resource_version + 1));
+        }
+        if object["metadata"]["generation"].is_null() {
+            object["metadata"]["generation"] = json!(1);
+        }
+        state.put(path, object);
+    }
+
+    /// Deletes an object as `kubectl delete` would (the garbage collector follows).
+    pub fn remove(&self, path: &str) {
+        let mut state = lock(&self.state);
+        if let Some(route) = route(path) {
+            state.delete(&route, path);
+        }
+    }
+
+    /// Changes a stored object with a JSON merge patch, as `kubectl edit` would (spec changes bump the
+    /// generation).
+    pub fn edit(&self, path: &str, patch: Value) {
+        let mut state = lock(&self.state);
+        let Some(mut object) = state.objects.get(path).cloned() else { panic!("no object at {path}") };
+        let spec_before = object["spec"].clone();
+        merge(&mut object, &patch);
+        if object["spec"] != spec_before {
+            let generation = object["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            object["metadata"]["generation"] = json!(generation);
+        }
+        state.put(path, object.clone());
+        if object["kind"] == "Deployment" && object["spec"] != spec_before {
+            let ns = object["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+            state.roll_out(path, &ns);
+        }
+    }
+
+    /// What the app's `/api/stats` answers through the service proxy (None: unreachable).
+    pub fn set_app_stats(&self, stats: Option<Value>) {
+        lock(&self.state).app_stats = stats;
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {
@@ -179,6 +243,8 @@ struct Route {
     name: Option<String>,
     /// The path without the name: the collection.
     collection: String,
+    /// What follows the name (`status`, `proxy/api/stats`).
+    subresource: Option<String>,
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -190,11 +256,12 @@ fn route(path: &str) -> Option<Route> {
     };
     let rest = segments.get(prefix..)?;
     let base = segments[..prefix].join("/");
-    let (namespace, plural, name) = match rest {
-        [plural] => (None, *plural, None),
-        [plural, name] => (None, *plural, Some(*name)),
-        ["namespaces", ns, plural] => (Some(*ns), *plural, None),
-        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
+    let (namespace, plural, name, sub) = match rest {
+        ["namespaces", ns, plural, name, sub @ ..] if !sub.is_empty() => (Some(*ns), *plural, Some(*name), sub),
+        [plural] => (None, *plural, None, &[][..]),
+        [plural, name] => (None, *plural, Some(*name), &[][..]),
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None, &[][..]),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), &[][..]),
         _ => return None,
     };
     let collection = match namespace {
@@ -206,6 +273,7 @@ fn route(path: &str) -> Option<Route> {
         plural: plural.into(),
         name: name.map(String::from),
         collection,
+        subresource: (!sub.is_empty()).then(|| sub.join("/")),
     })
 }
 
@@ -221,20 +289,31 @@ fn kind_of(plural: &str) -> Option<&'static str> {
         "pods" => "Pod",
         "events" => "Event",
         "nodes" => "Node",
+        "cachedemos" => "CacheDemo",
         _ => return None,
     })
 }
 
-fn status(code: u16, reason: &str, message: &str) -> (StatusCode, Value) {
+/// An answer: JSON, or the stream of a WATCH.
+enum Reply {
+    Json(StatusCode, Value),
+    Watch(mpsc::UnboundedReceiver<Result<Frame<Bytes>, Infallible>>),
+}
+
+fn ok(value: Value) -> Reply {
+    Reply::Json(StatusCode::OK, value)
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Reply {
     let value = json!({
         "apiVersion": "v1", "kind": "Status", "metadata": {},
         "status": if code < 300 { "Success" } else { "Failure" },
         "message": message, "reason": reason, "code": code,
     });
-    (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), value)
+    Reply::Json(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), value)
 }
 
-fn not_found(route: &Route) -> (StatusCode, Value) {
+fn not_found(route: &Route) -> Reply {
     let name = route.name.as_deref().unwrap_or_default();
     status(404, "NotFound", &format!("{} \"{name}\" not found", route.plural))
 }
@@ -302,13 +381,58 @@ fn applied_part(object: &Value) -> Value {
     o
 }
 
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(target), Some(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
 impl State {
     fn bump(&mut self) -> String {
         self.resource_version += 1;
         self.resource_version.to_string()
     }
 
-    fn handle(&mut self, parts: &http::request::Parts, body: &[u8]) -> (StatusCode, Value) {
+    /// Stores an object under a new resourceVersion and tells the watchers.
+    fn put(&mut self, path: &str, mut object: Value) {
+        let rv = self.bump();
+        object["metadata"]["resourceVersion"] = json!(rv);
+        let kind = if self.objects.contains_key(path) { "MODIFIED" } else { "ADDED" };
+        self.objects.insert(path.into(), object.clone());
+        self.notify(path, kind, object);
+    }
+
+    /// Removes an object and tells the watchers.
+    fn take(&mut self, path: &str) -> Option<Value> {
+        let object = self.objects.remove(path)?;
+        self.bump();
+        self.notify(path, "DELETED", object.clone());
+        Some(object)
+    }
+
+    fn notify(&mut self, path: &str, kind: &'static str, object: Value) {
+        let rv = self.resource_version;
+        self.history.push((rv, path.into(), kind, object.clone()));
+        let line = watch_line(kind, &object);
+        self.watchers.retain(|w| {
+            if !watched_by(path, &object, &w.collection, &w.selector) {
+                return !w.tx.is_closed();
+            }
+            w.tx.unbounded_send(Ok(Frame::data(line.clone()))).is_ok()
+        });
+    }
+
+    fn handle(&mut self, parts: &http::request::Parts, body: &[u8]) -> Reply {
         let path = parts.uri.path().to_owned();
         let query = query_map(parts.uri.query());
         let content_type = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).map(String::from);
@@ -321,16 +445,63 @@ impl State {
             body: body_value.clone(),
         });
         let Some(route) = route(&path) else { return status(404, "NotFound", &format!("no route {path}")) };
+        if let Some(sub) = route.subresource.clone() {
+            return self.subresource(&route, &path, &sub, &parts.method, content_type.as_deref(), &query, body_value);
+        }
+        let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
         match (parts.method.clone(), route.name.is_some()) {
             (Method::GET, true) => self.get(&route, &path),
+            (Method::GET, false) if watch => self.watch(&route, &query),
             (Method::GET, false) => self.list(&route, &query),
+            (Method::POST, false) => self.create(&route, body_value),
+            (Method::PATCH, true) if content_type.as_deref() == Some("application/merge-patch+json") => {
+                self.merge_patch(&route, &path, body_value)
+            }
             (Method::PATCH, true) => self.apply(&route, &path, &query, content_type.as_deref(), body_value),
             (Method::DELETE, true) => self.delete(&route, &path),
             (method, _) => status(405, "MethodNotAllowed", &format!("{method} {path} is not supported here")),
         }
     }
 
-    fn get(&mut self, route: &Route, path: &str) -> (StatusCode, Value) {
+    fn subresource(
+        &mut self,
+        route: &Route,
+        path: &str,
+        sub: &str,
+        method: &Method,
+        content_type: Option<&str>,
+        query: &BTreeMap<String, String>,
+        body: Option<Value>,
+    ) -> Reply {
+        let object_path = path.strip_suffix(&format!("/{sub}")).unwrap_or(path).to_owned();
+        match (method, sub) {
+            (&Method::PATCH, "status") => {
+                if content_type != Some("application/apply-patch+yaml") {
+                    return status(415, "UnsupportedMediaType", "only server-side apply is supported");
+                }
+                if query.get("fieldManager").map(String::as_str) != Some(FIELD_MANAGER) {
+                    return status(422, "Invalid", "fieldManager must be cache-demo-ctl");
+                }
+                let Some(mut object) = self.objects.get(&object_path).cloned() else { return not_found(route) };
+                let new_status = body.map(|b| b["status"].clone()).unwrap_or(Value::Null);
+                if object["status"] == new_status {
+                    return ok(object);
+                }
+                object["status"] = new_status;
+                self.put(&object_path, object);
+                ok(self.objects[&object_path].clone())
+            }
+            (&Method::GET, proxied) if route.plural == "services" && proxied.starts_with("proxy/") => {
+                match (&self.app_stats, proxied) {
+                    (Some(stats), "proxy/api/stats") => ok(stats.clone()),
+                    _ => status(503, "ServiceUnavailable", "error trying to reach service: connection refused"),
+                }
+            }
+            _ => status(405, "MethodNotAllowed", &format!("{method} {path} is not supported here")),
+        }
+    }
+
+    fn get(&mut self, route: &Route, path: &str) -> Reply {
         if route.plural == "namespaces" && self.finish_namespace_deletion(route, path) {
             return not_found(route);
         }
@@ -338,12 +509,12 @@ impl State {
             self.progress_rollout(path);
         }
         match self.objects.get(path) {
-            Some(o) => (StatusCode::OK, o.clone()),
+            Some(o) => ok(o.clone()),
             None => not_found(route),
         }
     }
 
-    fn list(&mut self, route: &Route, query: &BTreeMap<String, String>) -> (StatusCode, Value) {
+    fn list(&mut self, route: &Route, query: &BTreeMap<String, String>) -> Reply {
         let prefix = format!("{}/", route.collection);
         let selector = query.get("labelSelector").cloned().unwrap_or_default();
         let items: Vec<Value> = self
@@ -355,10 +526,43 @@ impl State {
             .collect();
         let kind = kind_of(&route.plural).unwrap_or("Unknown");
         let rv = self.resource_version.to_string();
-        (
-            StatusCode::OK,
-            json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": rv}, "items": items}),
-        )
+        ok(json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": rv}, "items": items}))
+    }
+
+    /// A stream of the collection's changes after the resourceVersion asked for, then of every later one.
+    fn watch(&mut self, route: &Route, query: &BTreeMap<String, String>) -> Reply {
+        let (tx, rx) = mpsc::unbounded();
+        let selector = query.get("labelSelector").cloned().unwrap_or_default();
+        let since: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        for (rv, path, kind, object) in &self.history {
+            if *rv > since && watched_by(path, object, &route.collection, &selector) {
+                let _ = tx.unbounded_send(Ok(Frame::data(watch_line(kind, object))));
+            }
+        }
+        self.watchers.push(Watcher { collection: route.collection.clone(), selector, tx });
+        Reply::Watch(rx)
+    }
+
+    fn create(&mut self, route: &Route, body: Option<Value>) -> Reply {
+        let Some(mut object) = body else { return status(400, "BadRequest", "empty body") };
+        let name = match object["metadata"]["name"].as_str() {
+            Some(name) => name.to_owned(),
+            None => return status(422, "Invalid", "metadata.name is required"),
+        };
+        let path = format!("{}/{name}", route.collection);
+        if self.objects.contains_key(&path) {
+            return status(409, "AlreadyExists", &format!("{} \"{name}\" already exists", route.plural));
+        }
+        object["metadata"]["uid"] = json!(format!("uid-{}", self.resource_version + 1));
+        self.put(&path, object);
+        Reply::Json(StatusCode::CREATED, self.objects[&path].clone())
+    }
+
+    fn merge_patch(&mut self, route: &Route, path: &str, body: Option<Value>) -> Reply {
+        let Some(mut object) = self.objects.get(path).cloned() else { return not_found(route) };
+        merge(&mut object, &body.unwrap_or(Value::Null));
+        self.put(path, object);
+        ok(self.objects[path].clone())
     }
 
     fn apply(
@@ -368,7 +572,7 @@ impl State {
         query: &BTreeMap<String, String>,
         content_type: Option<&str>,
         body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    ) -> Reply {
         if content_type != Some("application/apply-patch+yaml") {
             return status(415, "UnsupportedMediaType", "only server-side apply is supported");
         }
@@ -404,13 +608,12 @@ impl State {
         if let Some(existing) = &existing
             && applied_part(existing) == applied_part(&body)
         {
-            return (StatusCode::OK, existing.clone());
+            return ok(existing.clone());
         }
         let mut object = body;
-        let rv = self.bump();
         let kind = expected_kind.unwrap_or_default();
+        let next_rv = self.resource_version + 1;
         let meta = &mut object["metadata"];
-        meta["resourceVersion"] = json!(rv);
         match &existing {
             Some(e) => {
                 meta["uid"] = e["metadata"]["uid"].clone();
@@ -418,7 +621,7 @@ impl State {
                 meta["generation"] = e["metadata"]["generation"].clone();
             }
             None => {
-                meta["uid"] = json!(format!("uid-{rv}"));
+                meta["uid"] = json!(format!("uid-{next_rv}"));
                 meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
                 meta["generation"] = json!(0);
             }
@@ -448,24 +651,54 @@ impl State {
         {
             return status(422, "Invalid", &format!("unexpected stringData {string_data}: up must write data"));
         }
-        self.objects.insert(path.into(), object.clone());
+        self.put(path, object.clone());
         if kind == "Deployment" && spec_changed {
             self.roll_out(path, route.namespace.as_deref().unwrap_or_default());
         }
         let stored = self.objects.get(path).cloned().unwrap_or(object);
         let code = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
-        (code, stored)
+        Reply::Json(code, stored)
     }
 
-    fn delete(&mut self, route: &Route, path: &str) -> (StatusCode, Value) {
-        let Some(object) = self.objects.get_mut(path) else { return not_found(route) };
+    fn delete(&mut self, route: &Route, path: &str) -> Reply {
+        let Some(object) = self.objects.get(path).cloned() else { return not_found(route) };
         if route.plural == "namespaces" {
+            let mut object = object;
             object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
             object["status"] = json!({"phase": "Terminating"});
-            return (StatusCode::OK, object.clone());
+            self.put(path, object);
+            return ok(self.objects[path].clone());
         }
-        self.objects.remove(path);
+        self.take(path);
+        self.collect_garbage(&object);
         status(200, "", "deleted")
+    }
+
+    /// The garbage collector: what the deleted object owned goes too, and a Deployment's pods with it.
+    fn collect_garbage(&mut self, deleted: &Value) {
+        if deleted["kind"] == "Deployment" {
+            let ns = deleted["metadata"]["namespace"].as_str().unwrap_or_default();
+            let name = deleted["metadata"]["name"].as_str().unwrap_or_default();
+            let prefix = format!("/api/v1/namespaces/{ns}/pods/{name}-");
+            let pods: Vec<String> = self.objects.keys().filter(|p| p.starts_with(&prefix)).cloned().collect();
+            for pod in pods {
+                self.take(&pod);
+            }
+        }
+        let Some(uid) = deleted["metadata"]["uid"].as_str() else { return };
+        let owned: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in owned {
+            if let Some(object) = self.take(&path) {
+                self.collect_garbage(&object);
+            }
+        }
     }
 
     /// True when the namespace has just disappeared (with everything in it).
@@ -480,7 +713,11 @@ impl State {
         }
         let ns = route.name.clone().unwrap_or_default();
         let inside = format!("/namespaces/{ns}/");
-        self.objects.retain(|p, _| p != path && !p.contains(&inside));
+        let gone: Vec<String> =
+            self.objects.keys().filter(|p| p.as_str() == path || p.contains(&inside)).cloned().collect();
+        for p in gone {
+            self.take(&p);
+        }
         true
     }
 
@@ -493,7 +730,15 @@ impl State {
         let template = deployment["spec"]["template"].clone();
         let pod_prefix = format!("/api/v1/namespaces/{namespace}/pods/{name}-");
         let event_prefix = format!("/api/v1/namespaces/{namespace}/events/{name}-");
-        self.objects.retain(|p, _| !p.starts_with(&pod_prefix) && !p.starts_with(&event_prefix));
+        let old: Vec<String> = self
+            .objects
+            .keys()
+            .filter(|p| p.starts_with(&pod_prefix) || p.starts_with(&event_prefix))
+            .cloned()
+            .collect();
+        for p in old {
+            self.take(&p);
+        }
 
         let rollout = self.rollouts.get(&name).cloned().unwrap_or(Rollout::ReadyAfterReads(1));
         let container = template["spec"]["containers"][0].clone();
@@ -535,7 +780,7 @@ impl State {
                 "spec": template["spec"],
                 "status": {"phase": phase, "containerStatuses": statuses, "conditions": conditions},
             });
-            self.insert_server_object(&format!("{pod_prefix}{}-{i:05}", generation), pod);
+            self.put(&format!("{pod_prefix}{}-{i:05}", generation), pod);
             if matches!(rollout, Rollout::ProbeFailing) {
                 let event = json!({
                     "apiVersion": "v1", "kind": "Event",
@@ -544,15 +789,16 @@ impl State {
                     "message": "Readiness probe failed: HTTP probe failed with statuscode: 503",
                     "involvedObject": {"kind": "Pod", "name": pod_name, "namespace": namespace},
                 });
-                self.insert_server_object(&format!("{event_prefix}{}-{i:05}.1", generation), event);
+                self.put(&format!("{event_prefix}{}-{i:05}.1", generation), event);
             }
         }
         let status = json!({
             "observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
             "readyReplicas": 0, "availableReplicas": 0, "unavailableReplicas": replicas,
         });
-        if let Some(d) = self.objects.get_mut(path) {
+        if let Some(mut d) = self.objects.get(path).cloned() {
             d["status"] = status;
+            self.put(path, d);
         }
         match rollout {
             Rollout::ReadyAfterReads(reads) => {
@@ -572,15 +818,15 @@ impl State {
             return;
         }
         self.reads_until_ready.remove(path);
-        let Some(d) = self.objects.get(path).cloned() else { return };
+        let Some(mut d) = self.objects.get(path).cloned() else { return };
         let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
-        let namespace = d["metadata"]["namespace"].as_str().unwrap_or_default();
-        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = d["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let name = d["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let pod_prefix = format!("/api/v1/namespaces/{namespace}/pods/{name}-");
         let container = d["spec"]["template"]["spec"]["containers"][0].clone();
         let pods: Vec<String> = self.objects.keys().filter(|p| p.starts_with(&pod_prefix)).cloned().collect();
         for pod_path in pods {
-            if let Some(pod) = self.objects.get_mut(&pod_path) {
+            if let Some(mut pod) = self.objects.get(&pod_path).cloned() {
                 pod["status"] = json!({
                     "phase": "Running",
                     "conditions": [{"type": "Ready", "status": "True"}],
@@ -588,20 +834,27 @@ impl State {
                                            "ready": true, "restartCount": 0, "started": true,
                                            "state": {"running": {"startedAt": "2026-01-01T00:00:03Z"}}}],
                 });
+                self.put(&pod_path, pod);
             }
         }
-        let rv = self.bump();
-        if let Some(d) = self.objects.get_mut(path) {
-            d["status"]["readyReplicas"] = json!(replicas);
-            d["status"]["availableReplicas"] = json!(replicas);
-            d["status"]["unavailableReplicas"] = json!(0);
-            d["metadata"]["resourceVersion"] = json!(rv);
-        }
+        d["status"]["readyReplicas"] = json!(replicas);
+        d["status"]["availableReplicas"] = json!(replicas);
+        d["status"]["unavailableReplicas"] = json!(0);
+        self.put(path, d);
     }
+}
 
-    fn insert_server_object(&mut self, path: &str, mut object: Value) {
-        let rv = self.bump();
-        object["metadata"]["resourceVersion"] = json!(rv);
-        self.objects.insert(path.into(), object);
-    }
+/// One line of a WATCH response.
+fn watch_line(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// Whether a change of the object at `path` belongs to a WATCH of `collection` with `selector`.
+fn watched_by(path: &str, object: &Value, collection: &str, selector: &str) -> bool {
+    path.strip_prefix(collection)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|name| !name.contains('/'))
+        && matches_selector(object, selector)
 }
