@@ -14,11 +14,11 @@ use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::apply::{self, Progress, StatusRow, Step, WaitOptions};
-use crate::image;
-use crate::operator;
-use crate::objects::{APP_PORT, Credentials, Objects};
-use crate::render;
 use crate::crd;
+use crate::image;
+use crate::objects::{APP_PORT, Credentials, Objects};
+use crate::operator;
+use crate::render;
 use crate::settings::{self, Settings, names};
 
 #[derive(Debug, Parser)]

@@ -3,9 +3,9 @@
 //! operator reads one, and both become [`Settings`] for the same object builders, so the two paths cannot drift.
 //! The schema the API server validates with is generated from these types (`cache-demo-ctl crd`).
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResource;
 use kube::core::crd::CustomResourceExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -376,8 +376,7 @@ mod tests {
         assert_eq!(spec.names.short_names, Some(vec!["cdemo".to_string()]));
         let version = &spec.versions[0];
         assert!(version.subresources.as_ref().unwrap().status.is_some());
-        let columns: Vec<_> =
-            version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
         assert_eq!(columns, ["Ready", "Replicas", "Hit Ratio", "Keys", "Memory", "URL", "Age"]);
         let schema = serde_json::to_value(&version.schema).unwrap();
         let spec_schema = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"];

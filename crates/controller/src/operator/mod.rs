@@ -169,12 +169,7 @@ pub fn error_policy(demo: Arc<CacheDemo>, error: &Error, ctx: Arc<Context>) -> A
 /// The operator's context for `client`.
 pub fn context(client: Client, config: Config, reporter: &str) -> Arc<Context> {
     let reporter = Reporter { controller: names::FIELD_MANAGER.into(), instance: Some(reporter.into()) };
-    Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client,
-        metrics: Metrics::new(),
-        config,
-    })
+    Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client, metrics: Metrics::new(), config })
 }
 
 /// Runs the controller until `shutdown` completes.

@@ -24,16 +24,32 @@ pub async fn reconcile(demo: Arc<CacheDemo>, ctx: Arc<Context>) -> Result<Action
     let (Some(ns), Some(owner)) = (demo.namespace(), demo.controller_owner_ref(&())) else {
         return Err(Error::Incomplete(name));
     };
-    if demo.meta().deletion_timestamp.is_some() {
-        // The garbage collector removes the children with it.
+    // The watch may lag behind a deletion: look at the object itself before creating children for it. (The
+    // garbage collector removes the children of a deleted owner, even ones created in the race.)
+    let api: Api<CacheDemo> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Kube { action: format!("reading cachedemo/{name}"), source })?;
+    let Some(demo) = current.filter(|d| d.meta().deletion_timestamp.is_none() && d.uid() == demo.uid()) else {
         return Ok(Action::await_change());
-    }
+    };
     let previous = demo.status.clone().unwrap_or_default();
     let settings = demo.spec.settings(&ns);
     if let Err(invalid) = settings.validate() {
-        let next = status::invalid(&previous, demo.meta().generation, &invalid.to_string(), &now());
+        let next = status::blocked(&previous, demo.meta().generation, "InvalidSpec", &invalid.to_string(), &now());
         write_status(&ctx, &demo, &previous, next).await?;
         return Err(Error::Invalid(invalid));
+    }
+    // Object names are fixed (users type them): one CacheDemo per namespace, the oldest.
+    if let Some(owner) = older_sibling(&ctx, &demo, &ns).await? {
+        let message = format!(
+            "cachedemo/{owner} already deploys cache-demo in namespace {ns}: delete one of them, or use another \
+             namespace"
+        );
+        let next = status::blocked(&previous, demo.meta().generation, "Conflict", &message, &now());
+        write_status(&ctx, &demo, &previous, next).await?;
+        return Ok(Action::requeue(ctx.config.requeue));
     }
 
     let (credentials, generated) = apply::read_credentials(&ctx.client, &ns).await?;
@@ -61,6 +77,18 @@ pub async fn reconcile(demo: Arc<CacheDemo>, ctx: Arc<Context>) -> Result<Action
     let ready = next.conditions.iter().any(|c| c.type_ == status::READY && c.status == "True");
     write_status(&ctx, &demo, &previous, next).await?;
     Ok(Action::requeue(if ready { ctx.config.requeue } else { ctx.config.requeue_progressing }))
+}
+
+/// The CacheDemo in the namespace that came first, when it is not this one.
+async fn older_sibling(ctx: &Context, demo: &CacheDemo, ns: &str) -> Result<Option<String>, Error> {
+    let api: Api<CacheDemo> = Api::namespaced(ctx.client.clone(), ns);
+    let all = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::Kube { action: "listing cachedemos".into(), source })?;
+    let key = |d: &CacheDemo| (d.meta().creation_timestamp.clone().map(|t| t.0), d.name_any());
+    let first = all.items.iter().filter(|d| d.meta().deletion_timestamp.is_none()).min_by_key(|d| key(d));
+    Ok(first.map(|d| d.name_any()).filter(|name| *name != demo.name_any()))
 }
 
 /// Writes the status when it differs from what the object says, with an Event per condition that changed.

@@ -141,7 +141,12 @@ pub fn build(observed: &Observed, previous: &CacheDemoStatus, now: &str) -> Cach
         (false, false) => condition(PROGRESSING, false, "Stuck", "waiting cannot help: see Degraded".into()),
     };
     let degraded = match stuck_ones.first() {
-        Some(s) => condition(DEGRADED, true, s.reason, stuck_ones.iter().map(|s| s.message.as_str()).collect::<Vec<_>>().join("; ")),
+        Some(s) => condition(
+            DEGRADED,
+            true,
+            s.reason,
+            stuck_ones.iter().map(|s| s.message.as_str()).collect::<Vec<_>>().join("; "),
+        ),
         None => condition(DEGRADED, false, "Healthy", "no component is stuck".into()),
     };
     CacheDemoStatus {
@@ -154,8 +159,15 @@ pub fn build(observed: &Observed, previous: &CacheDemoStatus, now: &str) -> Cach
     }
 }
 
-/// The status of a spec that cannot be deployed: nothing was applied, the figures stay as they were.
-pub fn invalid(previous: &CacheDemoStatus, generation: Option<i64>, message: &str, now: &str) -> CacheDemoStatus {
+/// The status of a CacheDemo that cannot be deployed (`InvalidSpec`, `Conflict`): nothing was applied, the
+/// figures stay as they were.
+pub fn blocked(
+    previous: &CacheDemoStatus,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: &str,
+) -> CacheDemoStatus {
     let condition = |type_: &str, status: &str, reason: &str, message: &str| {
         let kept = previous.conditions.iter().find(|c| c.type_ == type_ && c.status == status && c.reason == reason);
         Condition {
@@ -170,9 +182,9 @@ pub fn invalid(previous: &CacheDemoStatus, generation: Option<i64>, message: &st
     CacheDemoStatus {
         observed_generation: generation,
         conditions: vec![
-            condition(READY, "False", "InvalidSpec", message),
-            condition(PROGRESSING, "False", "InvalidSpec", "nothing is applied until the spec is fixed"),
-            condition(DEGRADED, "True", "InvalidSpec", message),
+            condition(READY, "False", reason, message),
+            condition(PROGRESSING, "False", reason, "nothing is applied until this is resolved"),
+            condition(DEGRADED, "True", reason, message),
         ],
         ..previous.clone()
     }
@@ -213,7 +225,9 @@ pub fn binary_size(bytes: u64) -> String {
 pub fn transitions<'a>(previous: &CacheDemoStatus, next: &'a CacheDemoStatus) -> Vec<&'a Condition> {
     next.conditions
         .iter()
-        .filter(|c| !previous.conditions.iter().any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason))
+        .filter(|c| {
+            !previous.conditions.iter().any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)
+        })
         .collect()
 }
 
@@ -316,7 +330,8 @@ mod tests {
         let second = build(&o, &first, "t2");
         assert_eq!(first, second, "nothing changed, so nothing to write");
         assert!(transitions(&first, &second).is_empty());
-        let broken = build(&observed(deployment("cache-demo-app", 0), vec![waiting_pod("CrashLoopBackOff")]), &second, "t3");
+        let broken =
+            build(&observed(deployment("cache-demo-app", 0), vec![waiting_pod("CrashLoopBackOff")]), &second, "t3");
         assert_eq!(condition(&broken, DEGRADED).last_transition_time, "t3");
         let changed: Vec<_> = transitions(&second, &broken).iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(changed, [READY, PROGRESSING, DEGRADED]);

@@ -446,7 +446,8 @@ impl State {
         });
         let Some(route) = route(&path) else { return status(404, "NotFound", &format!("no route {path}")) };
         if let Some(sub) = route.subresource.clone() {
-            return self.subresource(&route, &path, &sub, &parts.method, content_type.as_deref(), &query, body_value);
+            let request = self.requests.last().cloned().expect("recorded above");
+            return self.subresource(&route, &sub, &request);
         }
         let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
         match (parts.method.clone(), route.name.is_some()) {
@@ -463,19 +464,13 @@ impl State {
         }
     }
 
-    fn subresource(
-        &mut self,
-        route: &Route,
-        path: &str,
-        sub: &str,
-        method: &Method,
-        content_type: Option<&str>,
-        query: &BTreeMap<String, String>,
-        body: Option<Value>,
-    ) -> Reply {
+    fn subresource(&mut self, route: &Route, sub: &str, request: &Recorded) -> Reply {
+        let (path, query, content_type) = (request.path.as_str(), &request.query, request.content_type.as_deref());
+        let body = request.body.clone();
+        let method = request.method.as_str();
         let object_path = path.strip_suffix(&format!("/{sub}")).unwrap_or(path).to_owned();
         match (method, sub) {
-            (&Method::PATCH, "status") => {
+            ("PATCH", "status") => {
                 if content_type != Some("application/apply-patch+yaml") {
                     return status(415, "UnsupportedMediaType", "only server-side apply is supported");
                 }
@@ -491,7 +486,7 @@ impl State {
                 self.put(&object_path, object);
                 ok(self.objects[&object_path].clone())
             }
-            (&Method::GET, proxied) if route.plural == "services" && proxied.starts_with("proxy/") => {
+            ("GET", proxied) if route.plural == "services" && proxied.starts_with("proxy/") => {
                 match (&self.app_stats, proxied) {
                     (Some(stats), "proxy/api/stats") => ok(stats.clone()),
                     _ => status(503, "ServiceUnavailable", "error trying to reach service: connection refused"),
@@ -526,7 +521,9 @@ impl State {
             .collect();
         let kind = kind_of(&route.plural).unwrap_or("Unknown");
         let rv = self.resource_version.to_string();
-        ok(json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": rv}, "items": items}))
+        ok(
+            json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": rv}, "items": items}),
+        )
     }
 
     /// A stream of the collection's changes after the resourceVersion asked for, then of every later one.
@@ -652,6 +649,11 @@ impl State {
             return status(422, "Invalid", &format!("unexpected stringData {string_data}: up must write data"));
         }
         self.put(path, object.clone());
+        if self.owner_gone(&object) {
+            // The garbage collector deletes what a deleted owner would have owned.
+            self.take(path);
+            return Reply::Json(StatusCode::CREATED, object);
+        }
         if kind == "Deployment" && spec_changed {
             self.roll_out(path, route.namespace.as_deref().unwrap_or_default());
         }
@@ -672,6 +674,12 @@ impl State {
         self.take(path);
         self.collect_garbage(&object);
         status(200, "", "deleted")
+    }
+
+    /// True when the object names an owner that no longer exists.
+    fn owner_gone(&self, object: &Value) -> bool {
+        let Some(owners) = object["metadata"]["ownerReferences"].as_array() else { return false };
+        owners.iter().any(|owner| !self.objects.values().any(|o| o["metadata"]["uid"] == owner["uid"]))
     }
 
     /// The garbage collector: what the deleted object owned goes too, and a Deployment's pods with it.
@@ -853,8 +861,6 @@ fn watch_line(kind: &str, object: &Value) -> Bytes {
 
 /// Whether a change of the object at `path` belongs to a WATCH of `collection` with `selector`.
 fn watched_by(path: &str, object: &Value, collection: &str, selector: &str) -> bool {
-    path.strip_prefix(collection)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .is_some_and(|name| !name.contains('/'))
+    path.strip_prefix(collection).and_then(|rest| rest.strip_prefix('/')).is_some_and(|name| !name.contains('/'))
         && matches_selector(object, selector)
 }
