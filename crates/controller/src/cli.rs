@@ -50,6 +50,10 @@ pub enum Command {
         /// Build --image from the Containerfile first, where the cluster's node can run it (`make deploy`).
         #[arg(long)]
         build: bool,
+        /// Operator mode: apply the CacheDemo definition, the operator and a CacheDemo with these options; the
+        /// operator deploys and keeps the rest (`make deploy-operator`).
+        #[arg(long)]
+        operator: bool,
         #[command(flatten)]
         build_args: BuildArgs,
     },
@@ -296,7 +300,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { mut deploy, wait, build, build_args } => {
+        Command::Up { mut deploy, wait, build, operator, build_args } => {
             let mut settings = deploy.settings()?;
             // Before a build of several minutes: a cluster that cannot be reached fails now.
             let client = client(cli.context.as_deref()).await?;
@@ -310,7 +314,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 settings = deploy.settings()?;
             }
             let progress = Spinners::new();
-            let report = apply::up(&client, &settings, &wait.options(), &progress).await?;
+            let report = match operator {
+                true => apply::up_operator(&client, &settings, &deploy.spec(), &wait.options(), &progress).await?,
+                false => apply::up(&client, &settings, &wait.options(), &progress).await?,
+            };
             print!("{}", access_instructions(&settings, report.node_address.as_deref()));
             Ok(ExitCode::SUCCESS)
         }

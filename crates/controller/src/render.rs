@@ -44,6 +44,13 @@ pub fn to_yaml(object: &Object) -> Result<String, RenderError> {
         Object::Deployment(o) => serde_saphyr::to_string(o),
         Object::Service(o) => serde_saphyr::to_string(o),
         Object::NetworkPolicy(o) => serde_saphyr::to_string(o),
+        Object::ServiceAccount(o) => serde_saphyr::to_string(o),
+        Object::Role(o) => serde_saphyr::to_string(o),
+        Object::RoleBinding(o) => serde_saphyr::to_string(o),
+        Object::ClusterRole(o) => serde_saphyr::to_string(o),
+        Object::ClusterRoleBinding(o) => serde_saphyr::to_string(o),
+        Object::CustomResourceDefinition(o) => serde_saphyr::to_string(o),
+        Object::CacheDemo(o) => serde_saphyr::to_string(o.as_ref()),
     };
     result.map_err(|source| RenderError::Serialize { object: object.label(), source })
 }

@@ -362,3 +362,139 @@ async fn a_second_cache_demo_in_the_namespace_is_refused_and_the_first_keeps_wor
     })
     .await;
 }
+
+/// The group, resource and verb RBAC sees in a request.
+fn authorization(request: &support::Recorded) -> (String, String, String) {
+    let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match segments[0] {
+        "api" => (String::new(), &segments[2..]),
+        _ => (segments[1].to_owned(), &segments[3..]),
+    };
+    let rest = match rest {
+        ["namespaces", _, rest @ ..] if !rest.is_empty() => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [plural] => (plural.to_string(), false),
+        [plural, _name] => (plural.to_string(), true),
+        [plural, _name, sub, ..] => (format!("{plural}/{sub}"), true),
+        _ => panic!("unexpected path {}", request.path),
+    };
+    let verb = match (request.method.as_str(), named) {
+        ("GET", true) => "get",
+        ("GET", false) if request.query.contains_key("watch") => "watch",
+        ("GET", false) => "list",
+        ("PATCH", _) => "patch",
+        ("POST", _) => "create",
+        ("DELETE", _) => "delete",
+        (method, _) => panic!("unexpected method {method}"),
+    };
+    (group, resource, verb.to_owned())
+}
+
+fn allowed(rules: &[k8s_openapi::api::rbac::v1::PolicyRule]) -> std::collections::BTreeSet<(String, String, String)> {
+    let mut set = std::collections::BTreeSet::new();
+    for rule in rules {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    set.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    set
+}
+
+#[tokio::test]
+async fn the_operators_rbac_allows_exactly_the_requests_it_makes() {
+    with_timeout(async {
+        // Everything the operator can do once: PVC storage, a stuck pod (events), figures (service proxy),
+        // a repaired child twice (a repeated event is patched), a status change.
+        let running = start(json!({"postgres": {"storage": "pvc"}}));
+        running.cluster.set_rollout("cache-demo-app", Rollout::CrashLoop { restarts: 3 });
+        eventually("Degraded", || condition(&running.demo(), "Degraded").filter(|c| c.0 == "True")).await;
+        running.cluster.set_rollout("cache-demo-app", Rollout::ReadyAfterReads(1));
+        running.cluster.edit(&format!("{DEMOS}/demo"), json!({"spec": {"replicas": 2}}));
+        running.ready().await;
+        eventually("figures", || (running.demo()["status"]["cache"]["keys"] == "12").then_some(())).await;
+        for _ in 0..2 {
+            running.cluster.remove("/api/v1/namespaces/redis-demo/services/redis");
+            eventually("service/redis back", || running.cluster.get("/api/v1/namespaces/redis-demo/services/redis"))
+                .await;
+        }
+        eventually("a repeated event patched", || {
+            running.cluster.requests().iter().any(|r| r.method == "PATCH" && r.path.starts_with(EVENTS)).then_some(())
+        })
+        .await;
+
+        let made: std::collections::BTreeSet<_> = running.cluster.requests().iter().map(authorization).collect();
+        let namespaced: std::collections::BTreeSet<_> =
+            made.iter().filter(|(_, resource, _)| resource != "nodes").cloned().collect();
+        let cluster_wide: std::collections::BTreeSet<_> =
+            made.iter().filter(|(_, resource, _)| resource == "nodes").cloned().collect();
+        assert_eq!(namespaced, allowed(&cache_demo_ctl::objects::role_rules()), "Role vs requests made");
+        assert_eq!(cluster_wide, allowed(&cache_demo_ctl::objects::cluster_role_rules()), "ClusterRole vs requests");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn up_in_operator_mode_deploys_the_operator_and_the_same_children_as_up() {
+    use cache_demo_ctl::apply::{self, Applied, WaitOptions};
+    use cache_demo_ctl::settings::Settings;
+    with_timeout(async {
+        let wait = WaitOptions { timeout: Duration::from_secs(10), poll: Duration::from_millis(5) };
+        let settings = Settings::default();
+        let spec = cache_demo_ctl::crd::CacheDemoSpec::default();
+
+        // Operator mode, with the operator running as its Deployment would.
+        let cluster = FakeCluster::new();
+        cluster.set_app_stats(None);
+        let operator = run_operator(&cluster);
+        let report = apply::up_operator(&cluster.client(), &settings, &spec, &wait, &apply::Silent).await.unwrap();
+        operator.abort();
+        let labels: Vec<&str> = report.applied.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "namespace/redis-demo",
+                "customresourcedefinition/cachedemos.cache-demo.dev",
+                "serviceaccount/cache-demo-operator",
+                "role/cache-demo-operator",
+                "rolebinding/cache-demo-operator",
+                "clusterrole/cache-demo-operator-redis-demo",
+                "clusterrolebinding/cache-demo-operator-redis-demo",
+                "deployment/cache-demo-operator",
+                "cachedemo/demo",
+            ]
+        );
+        assert!(report.applied.iter().all(|(_, o)| *o == Applied::Created));
+        assert_eq!(report.node_address.as_deref(), Some(NODE_IP));
+
+        // The classic path.
+        let classic = FakeCluster::new();
+        apply::up(&classic.client(), &settings, &wait, &apply::Silent).await.unwrap();
+
+        for path in CHILDREN {
+            let mut by_operator = cluster.get(path).unwrap_or_else(|| panic!("{path} not deployed by the operator"));
+            let mut by_up = classic.get(path).unwrap();
+            assert_eq!(by_operator["metadata"]["ownerReferences"][0]["kind"], "CacheDemo");
+            for object in [&mut by_operator, &mut by_up] {
+                let meta = object["metadata"].as_object_mut().unwrap();
+                for server_field in ["ownerReferences", "resourceVersion", "uid", "creationTimestamp", "generation"] {
+                    meta.remove(server_field);
+                }
+                object.as_object_mut().unwrap().remove("status");
+                if path.ends_with("secrets/cache-demo-credentials") {
+                    object.as_object_mut().unwrap().remove("data");
+                }
+                if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("clusterIP");
+                }
+            }
+            assert_eq!(by_operator, by_up, "{path} differs between the two paths");
+        }
+    })
+    .await;
+}

@@ -9,13 +9,16 @@ use std::time::{Duration, Instant};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::crd::{CacheDemo, CacheDemoSpec};
 use crate::diagnose::{self, Hints};
-use crate::objects::{self, Credentials, Object, Objects};
+use crate::objects::{self, Credentials, Object, Objects, OperatorObjects, Part};
 use crate::settings::{InvalidSetting, Settings, names};
 
 mod status;
@@ -54,6 +57,11 @@ pub enum Error {
          finds nothing"
     )]
     NamespaceTerminating { action: String, namespace: String },
+    #[error(
+        "customresourcedefinition/{name} is not established after {}s: see `kubectl describe crd {name}`",
+        waited.as_secs()
+    )]
+    NotEstablished { name: String, waited: Duration },
 }
 
 impl Error {
@@ -66,6 +74,7 @@ impl Error {
             Error::NotReady { .. } => "not_ready",
             Error::NamespaceNotDeleted { .. } => "namespace_not_deleted",
             Error::NamespaceTerminating { .. } => "namespace_terminating",
+            Error::NotEstablished { .. } => "not_established",
         }
     }
 }
@@ -156,9 +165,96 @@ pub async fn up(
     let (credentials, generated) = read_credentials(client, &settings.namespace).await?;
     let objects = Objects::build(settings, &credentials);
 
+    apply_parts(client, settings, objects.parts(), &generated, wait, progress, &mut applied).await?;
+
+    let node_address = node_address(client).await;
+    Ok(UpReport { applied, generated, node_address })
+}
+
+/// Operator mode: applies the CacheDemo definition, the operator (with its account and RBAC) and, once the
+/// operator is ready, the CacheDemo the settings describe; then waits until the operator has deployed
+/// PostgreSQL, Redis and the app, and finds the node address.
+pub async fn up_operator(
+    client: &Client,
+    settings: &Settings,
+    spec: &CacheDemoSpec,
+    wait: &WaitOptions,
+    progress: &dyn Progress,
+) -> Result<UpReport, Error> {
+    settings.validate()?;
+    let mut applied = Vec::new();
+    wait_if_terminating(client, &settings.namespace, wait, progress).await?;
+    apply_step(client, &Object::Namespace(objects::namespace(settings)), progress, &mut applied).await?;
+    let objects = OperatorObjects::build(settings, spec);
+    let mut parts = objects.parts();
+    let definition = parts.remove(0);
+    apply_parts(client, settings, vec![definition], &[], wait, progress, &mut applied).await?;
+    wait_established(client, wait, progress).await?;
+    apply_parts(client, settings, parts, &[], wait, progress, &mut applied).await?;
+
+    // From here on the operator deploys: wait for what it applies, as `up` waits for what it applies itself.
+    let children = Objects::build(settings, &Credentials::Placeholders);
+    let waits = [&children.postgres, &children.redis, &children.app].map(|d| {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let step = progress.start(&format!("deployment/{name}"));
+        async move {
+            let on_progress = |state: &str| step.update(&format!("deployed by the operator, waiting: {state}"));
+            match wait_ready(client, settings, &name, wait, &on_progress).await {
+                Ok(took) => {
+                    step.finish(&format!("deployed by the operator, ready in {}s", took.as_secs()));
+                    Ok(())
+                }
+                Err(e) => {
+                    step.fail("not ready");
+                    Err(e)
+                }
+            }
+        }
+    });
+    futures::future::try_join_all(waits).await?;
+    let node_address = node_address(client).await;
+    Ok(UpReport { applied, generated: Vec::new(), node_address })
+}
+
+/// Waits until the API server serves the CacheDemo resource (the CRD is Established).
+async fn wait_established(client: &Client, wait: &WaitOptions, progress: &dyn Progress) -> Result<(), Error> {
+    let name = crate::crd::definition().metadata.name.unwrap_or_default();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let step = progress.start(&format!("customresourcedefinition/{name}"));
+    let started = Instant::now();
+    loop {
+        let crd = run_step(&*step, get(api.clone(), &name)).await?;
+        let established = crd
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        if established {
+            step.finish("established");
+            return Ok(());
+        }
+        if started.elapsed() >= wait.timeout {
+            step.fail("not established");
+            return Err(Error::NotEstablished { name, waited: started.elapsed() });
+        }
+        step.update("waiting until the API server serves it");
+        tokio::time::sleep(wait.poll).await;
+    }
+}
+
+/// Applies parts in order: each part's objects, Deployments left rolling out until a later part needs them
+/// ready (`ready_first`) or the end. Secrets say which keys were generated.
+async fn apply_parts(
+    client: &Client,
+    settings: &Settings,
+    parts: Vec<Part>,
+    generated: &[&'static str],
+    wait: &WaitOptions,
+    progress: &dyn Progress,
+    applied: &mut Vec<(String, Applied)>,
+) -> Result<(), Error> {
     // Deployments applied but not yet waited for, with their open progress lines.
     let mut pending: Vec<(String, Box<dyn Step>, Applied)> = Vec::new();
-    for part in objects.parts() {
+    for part in parts {
         if !part.ready_first.is_empty() {
             let (now, later) = pending.into_iter().partition(|(name, ..)| part.ready_first.contains(&name.as_str()));
             wait_all(client, settings, wait, now).await?;
@@ -176,15 +272,12 @@ pub async fn up(
                     });
                     applied.push((object.label(), outcome));
                 }
-                Object::Deployment(d) => pending.push(apply_deployment(client, d, progress, &mut applied).await?),
-                _ => apply_step(client, &object, progress, &mut applied).await?,
+                Object::Deployment(d) => pending.push(apply_deployment(client, d, progress, applied).await?),
+                _ => apply_step(client, &object, progress, applied).await?,
             }
         }
     }
-    wait_all(client, settings, wait, pending).await?;
-
-    let node_address = node_address(client).await;
-    Ok(UpReport { applied, generated, node_address })
+    wait_all(client, settings, wait, pending).await
 }
 
 /// Deletes the namespace (and with it everything in it), then waits until it is gone. Returns false when
@@ -213,7 +306,53 @@ pub async fn down(
     }
     let waited = wait_namespace_gone(&api, namespace, wait, &*step).await?;
     step.finish(&format!("deleted in {}s", waited.as_secs()));
+    remove_operator_cluster_objects(client, namespace, progress).await?;
     Ok(true)
+}
+
+/// Operator mode leaves objects outside the namespace: its ClusterRole and binding, and the CacheDemo
+/// definition, which goes only once no CacheDemo is left in any namespace.
+async fn remove_operator_cluster_objects(
+    client: &Client,
+    namespace: &str,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
+    let name = format!("{}-{namespace}", objects::OPERATOR);
+    delete_if_present(Api::<ClusterRoleBinding>::all(client.clone()), &name, progress).await?;
+    delete_if_present(Api::<ClusterRole>::all(client.clone()), &name, progress).await?;
+    let demos: Api<CacheDemo> = Api::all(client.clone());
+    let left = match call("listing cachedemos", demos.list(&ListParams::default().limit(1))).await {
+        Ok(list) => list.items.len(),
+        Err(Error::Kube { source: kube::Error::Api(status), .. }) if status.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if left == 0 {
+        let crd = crate::crd::definition().metadata.name.unwrap_or_default();
+        delete_if_present(Api::<CustomResourceDefinition>::all(client.clone()), &crd, progress).await?;
+    }
+    Ok(())
+}
+
+async fn delete_if_present<K>(api: Api<K>, name: &str, progress: &dyn Progress) -> Result<(), Error>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+    K::DynamicType: Default,
+{
+    if get(api.clone(), name).await?.is_none() {
+        return Ok(());
+    }
+    let label = format!("{}/{name}", K::kind(&Default::default()).to_ascii_lowercase());
+    let step = progress.start(&label);
+    match call(&format!("deleting {label}"), api.delete(name, &DeleteParams::default())).await {
+        Ok(_) => {}
+        Err(Error::Kube { source: kube::Error::Api(status), .. }) if status.is_not_found() => {}
+        Err(e) => {
+            step.fail(&e.to_string());
+            return Err(e);
+        }
+    }
+    step.finish("deleted");
+    Ok(())
 }
 
 /// Polls until the namespace is gone, with a progress line; fails after the wait's timeout.
@@ -277,6 +416,13 @@ pub async fn apply_object(client: &Client, object: &Object) -> Result<Applied, E
         Object::Deployment(o) => apply_typed(namespaced(c(), o), o).await,
         Object::Service(o) => apply_typed(namespaced(c(), o), o).await,
         Object::NetworkPolicy(o) => apply_typed(namespaced(c(), o), o).await,
+        Object::ServiceAccount(o) => apply_typed(namespaced(c(), o), o).await,
+        Object::Role(o) => apply_typed(namespaced(c(), o), o).await,
+        Object::RoleBinding(o) => apply_typed(namespaced(c(), o), o).await,
+        Object::ClusterRole(o) => apply_typed(Api::all(c()), o).await,
+        Object::ClusterRoleBinding(o) => apply_typed(Api::all(c()), o).await,
+        Object::CustomResourceDefinition(o) => apply_typed(Api::all(c()), o).await,
+        Object::CacheDemo(o) => apply_typed(namespaced(c(), o.as_ref()), o.as_ref()).await,
     }
 }
 

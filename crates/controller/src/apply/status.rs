@@ -82,6 +82,8 @@ pub async fn status(client: &Client, settings: &Settings) -> Result<Vec<StatusRo
                 }
                 None => missing(),
             },
+            // Operator mode's own objects are not part of a deployment's objects.
+            _ => continue,
         };
         rows.push(StatusRow { kind: object.kind(), name, state, ready });
     }

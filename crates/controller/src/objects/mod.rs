@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ContainerPort, EnvVar, EnvVarSource, ExecAction, Namespace, PersistentVolumeClaim,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
@@ -17,6 +18,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,11 +28,13 @@ use crate::settings::{PostgresStorage, Settings, names, secret_keys};
 
 mod app;
 mod credentials;
+mod operator;
 mod postgres;
 mod redis;
 
 pub use app::*;
 pub use credentials::*;
+pub use operator::*;
 pub use postgres::*;
 pub use redis::*;
 
@@ -76,6 +81,13 @@ pub enum Object {
     Deployment(Deployment),
     Service(Service),
     NetworkPolicy(NetworkPolicy),
+    ServiceAccount(ServiceAccount),
+    Role(Role),
+    RoleBinding(RoleBinding),
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
+    CustomResourceDefinition(CustomResourceDefinition),
+    CacheDemo(Box<crate::crd::CacheDemo>),
 }
 
 impl Object {
@@ -88,6 +100,13 @@ impl Object {
             Object::Deployment(_) => "Deployment",
             Object::Service(_) => "Service",
             Object::NetworkPolicy(_) => "NetworkPolicy",
+            Object::ServiceAccount(_) => "ServiceAccount",
+            Object::Role(_) => "Role",
+            Object::RoleBinding(_) => "RoleBinding",
+            Object::ClusterRole(_) => "ClusterRole",
+            Object::ClusterRoleBinding(_) => "ClusterRoleBinding",
+            Object::CustomResourceDefinition(_) => "CustomResourceDefinition",
+            Object::CacheDemo(_) => "CacheDemo",
         }
     }
 
@@ -100,6 +119,13 @@ impl Object {
             Object::Deployment(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::NetworkPolicy(o) => &o.metadata,
+            Object::ServiceAccount(o) => &o.metadata,
+            Object::Role(o) => &o.metadata,
+            Object::RoleBinding(o) => &o.metadata,
+            Object::ClusterRole(o) => &o.metadata,
+            Object::ClusterRoleBinding(o) => &o.metadata,
+            Object::CustomResourceDefinition(o) => &o.metadata,
+            Object::CacheDemo(o) => &o.metadata,
         }
     }
 

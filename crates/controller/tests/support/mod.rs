@@ -290,6 +290,12 @@ fn kind_of(plural: &str) -> Option<&'static str> {
         "events" => "Event",
         "nodes" => "Node",
         "cachedemos" => "CacheDemo",
+        "customresourcedefinitions" => "CustomResourceDefinition",
+        "serviceaccounts" => "ServiceAccount",
+        "roles" => "Role",
+        "rolebindings" => "RoleBinding",
+        "clusterroles" => "ClusterRole",
+        "clusterrolebindings" => "ClusterRoleBinding",
         _ => return None,
     })
 }
@@ -631,6 +637,9 @@ impl State {
         match (kind, &existing) {
             (_, Some(e)) if !e["status"].is_null() => object["status"] = e["status"].clone(),
             ("Namespace", None) => object["status"] = json!({"phase": "Active"}),
+            ("CustomResourceDefinition", None) => {
+                object["status"] = json!({"conditions": [{"type": "Established", "status": "True"}]});
+            }
             _ => {}
         }
         if kind == "Service" {
