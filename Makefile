@@ -15,6 +15,7 @@ help:
 	@echo "make bench   database vs cache, hit ratio and the performance bar, measured here (~1.5 min); writes docs/benchmarks.md"
 	@echo "make deps    install PostgreSQL, Redis and Rust components if missing (Debian/Ubuntu)"
 	@echo "make deploy  build the image where minikube runs it and deploy everything (then: make port-forward)"
+	@echo "make deploy-operator  the same as an operator: a CacheDemo resource kept true (kubectl get cachedemo -n redis-demo)"
 	@echo "make render  regenerate deploy/ (and the chart's copy of init.sql); make check-k8s validates them and the chart"
 	@echo "make e2e     the deployed demo against a live cluster (skips when none is reachable)"
 
@@ -66,7 +67,7 @@ NAMESPACE ?= redis-demo
 CTL_FLAGS ?=
 CTL := target/debug/cache-demo-ctl
 
-.PHONY: ctl build-ctl image deploy undeploy status port-forward redis-cli psql logs render check-render check-k8s e2e
+.PHONY: ctl build-ctl image deploy deploy-operator undeploy status port-forward redis-cli psql logs render check-render check-k8s e2e
 
 # cache-demo-ctl first (about a minute the first time, with cargo's progress), so a missing tool or an
 # unreachable cluster is said before the image build, which takes minutes.
@@ -85,6 +86,11 @@ image: ctl
 # the app, an unchanged one changes nothing.
 deploy: ctl
 	$(CTL) up --build --namespace $(NAMESPACE) --image $(IMAGE) $(CTL_FLAGS)
+
+# Operator mode: the CacheDemo CRD, the operator (same image) with its RBAC, and a CacheDemo with CTL_FLAGS' options;
+# the operator deploys PostgreSQL, Redis and the app and keeps them true.
+deploy-operator: ctl
+	$(CTL) up --operator --build --namespace $(NAMESPACE) --image $(IMAGE) $(CTL_FLAGS)
 
 undeploy: build-ctl
 	$(CTL) down --namespace $(NAMESPACE)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import jsonschema
 import kubernetes_validate
 import yaml
 
@@ -386,6 +387,67 @@ def lookup_case(body: str, check: Callable[[list[dict[str, Any]]], list[str]] | 
     return check(docs)
 
 
+OPERATOR_DIR = DEPLOY / "operator"
+# CacheDemo specs the CRD's schema must refuse, and why.
+INVALID_SPECS: list[tuple[str, dict[str, Any]]] = [
+    ("replicas 21", {"replicas": 21}),
+    ("nodePort 8000", {"nodePort": 8000}),
+    ("maxmemory lots", {"redis": {"maxmemory": "lots"}}),
+    ("policy lru", {"redis": {"policy": "lru"}}),
+    ("ttlSecs 0", {"cache": {"ttlSecs": 0}}),
+    ("dbDelayMs 10001", {"cache": {"dbDelayMs": 10001}}),
+    ("storage disk", {"postgres": {"storage": "disk"}}),
+    ("imagePullPolicy Sometimes", {"imagePullPolicy": "Sometimes"}),
+    ("imageId latest", {"imageId": "latest"}),
+]
+
+
+def operator_documents() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((OPERATOR_DIR / "kustomization.yaml").read_text())
+    docs: list[dict[str, Any]] = []
+    for resource in kustomization["resources"]:
+        docs.extend(documents((OPERATOR_DIR / resource).read_text()))
+    return docs
+
+
+def crd_schema(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    crd = next(d for d in docs if d.get("kind") == "CustomResourceDefinition")
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def schema_problems(schema: dict[str, Any], doc: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft4Validator(schema)
+    return [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def check_operator(checks: Checks) -> None:
+    docs = operator_documents()
+    builtin = [d for d in docs if d.get("kind") != "CacheDemo"]
+    checks.check(f"deploy/operator/: {len(builtin)} objects valid for Kubernetes {', '.join(KUBE_VERSIONS)}",
+                 validate(builtin))
+    schema = crd_schema(docs)
+    samples = [d for d in docs if d.get("kind") == "CacheDemo"]
+    checks.check(
+        "deploy/operator/cachedemo.yaml is valid by the CRD's own schema",
+        (["no CacheDemo"] if not samples else []) + [p for d in samples for p in schema_problems(schema, d)],
+    )
+    problems = []
+    for name, spec in INVALID_SPECS:
+        doc = copy.deepcopy(samples[0]) if samples else {}
+        for key, value in spec.items():
+            if isinstance(value, dict):
+                doc["spec"].setdefault(key, {}).update(value)
+            else:
+                doc["spec"][key] = value
+        if not schema_problems(schema, doc):
+            problems.append(f"the CRD accepts {name}")
+    checks.check(f"the CRD's schema refuses {len(INVALID_SPECS)} invalid specs", problems)
+    roles = [d for d in docs if d.get("kind") in ("Role", "ClusterRole")]
+    wildcards = [f"{label(r)}: {rule}" for r in roles for rule in r.get("rules", [])
+                 if any("*" in w for k in ("apiGroups", "resources", "verbs") for w in rule.get(k, []))]
+    checks.check("the operator's RBAC has no wildcard", wildcards + ([] if roles else ["no Role"]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ctl", help="cache-demo-ctl binary, to compare the chart with changed options too")
@@ -394,6 +456,8 @@ def main() -> int:
 
     deployed = deploy_documents()
     checks.check(f"deploy/: {len(deployed)} objects valid for Kubernetes {', '.join(KUBE_VERSIONS)}", validate(deployed))
+
+    check_operator(checks)
 
     chart_init = CHART / "files" / "init.sql"
     checks.check(

@@ -16,7 +16,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use crate::apply::{self, Progress, StatusRow, Step, WaitOptions};
 use crate::crd;
 use crate::image;
-use crate::objects::{APP_PORT, Credentials, Objects};
+use crate::objects::{APP_PORT, Credentials, Objects, OperatorObjects};
 use crate::operator;
 use crate::render;
 use crate::settings::{self, Settings, names};
@@ -99,9 +99,13 @@ pub enum Command {
     Render {
         #[command(flatten)]
         deploy: DeployArgs,
-        /// Write namespace.yaml, postgres.yaml, redis.yaml, app.yaml and kustomization.yaml here instead.
+        /// Write namespace.yaml, postgres.yaml, redis.yaml, app.yaml and kustomization.yaml here instead, and
+        /// operator mode's files (CRD, operator, CacheDemo) into DIR/operator.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Print operator mode's objects (CRD, operator with its RBAC, a CacheDemo) instead.
+        #[arg(long)]
+        operator: bool,
     },
 }
 
@@ -259,15 +263,18 @@ impl WaitArgs {
 /// Runs one command; `Ok(ExitCode)` for outcomes, `Err` for failures (printed by `main`).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Render { deploy, out_dir } => {
-            let objects = Objects::build(&deploy.settings()?, &Credentials::Placeholders);
-            match out_dir {
-                Some(dir) => {
-                    for path in render::write_files(&objects, &dir)? {
+        Command::Render { deploy, out_dir, operator } => {
+            let settings = deploy.settings()?;
+            let objects = Objects::build(&settings, &Credentials::Placeholders);
+            let operator_objects = OperatorObjects::build(&settings, &deploy.spec());
+            match (out_dir, operator) {
+                (Some(dir), _) => {
+                    for path in render::write_files(&objects, &operator_objects, &dir)? {
                         println!("wrote {path}");
                     }
                 }
-                None => print!("{}", render::stream(&objects)?),
+                (None, true) => print!("{}", render::operator_stream(&operator_objects)?),
+                (None, false) => print!("{}", render::stream(&objects)?),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -319,6 +326,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 false => apply::up(&client, &settings, &wait.options(), &progress).await?,
             };
             print!("{}", access_instructions(&settings, report.node_address.as_deref()));
+            if operator {
+                print!("{}", operator_instructions(&settings.namespace));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Down { namespace, wait } => {
@@ -396,6 +406,17 @@ pub fn access_instructions(s: &Settings, node_address: Option<&str>) -> String {
          \x20 Watch the cache:       kubectl exec -it deploy/{redis} -n {ns} -- redis-cli\n",
         app = names::APP,
         redis = names::REDIS,
+    )
+}
+
+/// What to type to watch the operator at work.
+pub fn operator_instructions(ns: &str) -> String {
+    format!(
+        "\x20 The operator keeps it:  kubectl get cachedemo -n {ns}        (READY, HIT RATIO, KEYS, MEMORY, URL)\n\
+         \x20                        kubectl describe cachedemo {demo} -n {ns}   (conditions and events)\n\
+         \x20                        kubectl logs -f deploy/{op} -n {ns}\n",
+        demo = crate::objects::SAMPLE,
+        op = crate::objects::OPERATOR,
     )
 }
 
