@@ -57,6 +57,17 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub config: Config,
+    /// Failures in a row per CacheDemo (namespace/name), for the retry backoff.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// The longest wait before a failed reconcile is tried again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The wait after the `n`th failure in a row: the progressing interval, doubled per failure, at most
+/// [`MAX_BACKOFF`].
+pub fn backoff(base: Duration, failures: u32) -> Duration {
+    base.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF)
 }
 
 /// Why a reconcile failed; it is retried with backoff, and other CacheDemos are not held up.
@@ -155,21 +166,39 @@ impl Default for Metrics {
     }
 }
 
-/// Logs, counts and retries a failed reconcile: sooner for a passing fault, later for a spec that cannot work.
+/// Logs a failed reconcile and retries it with a backoff that doubles per failure in a row; other CacheDemos
+/// are reconciled meanwhile. (Counting happens in [`Metrics::observe`].)
 pub fn error_policy(demo: Arc<CacheDemo>, error: &Error, ctx: Arc<Context>) -> Action {
-    let name = kube::ResourceExt::name_any(demo.as_ref());
-    eprintln!("reconcile of cachedemo/{name} failed ({}): {error}", error.metric_label());
-    let _ = &ctx.metrics;
-    match error {
-        Error::Invalid(_) => Action::requeue(ctx.config.requeue),
-        _ => Action::requeue(ctx.config.requeue_progressing),
-    }
+    let key = key(&demo);
+    let failures = {
+        let mut map = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let wait = backoff(ctx.config.requeue_progressing, failures);
+    eprintln!(
+        "reconcile of cachedemo/{key} failed ({}, {failures} in a row, next try in {}s): {error}",
+        error.metric_label(),
+        wait.as_secs()
+    );
+    Action::requeue(wait)
+}
+
+fn key(demo: &CacheDemo) -> String {
+    format!("{}/{}", kube::ResourceExt::namespace(demo).unwrap_or_default(), kube::ResourceExt::name_any(demo))
 }
 
 /// The operator's context for `client`.
 pub fn context(client: Client, config: Config, reporter: &str) -> Arc<Context> {
     let reporter = Reporter { controller: names::FIELD_MANAGER.into(), instance: Some(reporter.into()) };
-    Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client, metrics: Metrics::new(), config })
+    Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics: Metrics::new(),
+        config,
+        failures: Default::default(),
+    })
 }
 
 /// Runs the controller until `shutdown` completes.
@@ -198,8 +227,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 
 async fn reconcile_measured(demo: Arc<CacheDemo>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let key = key(&demo);
     let result = reconcile(demo, ctx.clone()).await;
     ctx.metrics.observe(started, &result);
+    if result.is_ok() {
+        ctx.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+    }
     result
 }
 
@@ -217,4 +250,29 @@ pub async fn serve_probes(
         .route("/metrics", get(move || std::future::ready(metrics.render())));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_up_to_five_minutes() {
+        let base = Duration::from_secs(5);
+        let waits: Vec<u64> = (1..=9).map(|n| backoff(base, n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff(base, u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn metrics_count_outcomes_and_errors_by_kind() {
+        let metrics = Metrics::new();
+        metrics.observe(Instant::now(), &Ok(Action::await_change()));
+        metrics.observe(Instant::now(), &Err(Error::Incomplete("demo".into())));
+        let text = metrics.render();
+        assert!(text.contains("cache_demo_operator_reconciles_total{outcome=\"ok\"} 1"), "{text}");
+        assert!(text.contains("cache_demo_operator_reconciles_total{outcome=\"error\"} 1"), "{text}");
+        assert!(text.contains("cache_demo_operator_reconcile_errors_total{error=\"incomplete\"} 1"), "{text}");
+        assert!(text.contains("cache_demo_operator_reconcile_duration_seconds_count 2"), "{text}");
+    }
 }
