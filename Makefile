@@ -113,10 +113,13 @@ logs:
 # deploy/ is generated: the objects of `cache-demo-ctl render` (placeholder Secret values) and a kustomization.
 # The chart carries its own copy of init.sql (a chart must be complete without the repository around it).
 CHART_INIT_SQL := charts/cache-demo/files/init.sql
+# ... and of the CacheDemo CRD (crds/: Helm installs it before the templates).
+CHART_CRD := charts/cache-demo/crds/cachedemos.yaml
 
 render: build-ctl
 	$(CTL) render --out-dir deploy
 	rm -f $(CHART_INIT_SQL) && cp init.sql $(CHART_INIT_SQL)
+	cp deploy/operator/crd.yaml $(CHART_CRD)
 
 check-render:
 	$(CARGO) build --quiet -p cache-demo-ctl
@@ -126,7 +129,10 @@ check-render:
 	echo "deploy/ is what cache-demo-ctl render produces" && \
 	if [ -L $(CHART_INIT_SQL) ] || ! cmp -s init.sql $(CHART_INIT_SQL); then \
 		echo "$(CHART_INIT_SQL) must be a copy of init.sql, not a link: run make render" >&2; exit 1; fi && \
-	echo "$(CHART_INIT_SQL) is a copy of init.sql"
+	echo "$(CHART_INIT_SQL) is a copy of init.sql" && \
+	if ! cmp -s deploy/operator/crd.yaml $(CHART_CRD); then \
+		echo "$(CHART_CRD) must be a copy of deploy/operator/crd.yaml: run make render" >&2; exit 1; fi && \
+	echo "$(CHART_CRD) is the CRD of cache-demo-ctl"
 
 # Schemas, Helm lint, chart == render; offline, in a venv under target/ (scripts/k8s-check.sh).
 check-k8s: check-render

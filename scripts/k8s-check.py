@@ -117,6 +117,10 @@ def existing_secret_used(chart_docs: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def without_crd(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d.get("kind") != "CustomResourceDefinition"]
+
+
 VALUE_SETS = [
     ValueSet("default values"),
     maxmemory("256mb"),
@@ -125,6 +129,14 @@ VALUE_SETS = [
     ValueSet("cache.dbDelayMs=200", {"cache": {"dbDelayMs": 200}}, ["--db-delay-ms", "200"]),
     ValueSet("image.id set", {"image": {"id": IMAGE_ID}}, ["--image-id", IMAGE_ID]),
     ValueSet("release name demo", release="demo"),
+    ValueSet(
+        "operator.enabled=true", {"operator": {"enabled": True}}, ["--operator"],
+        expect=without_crd, expect_note="without the CRD (the chart's is in crds/)",
+    ),
+    ValueSet(
+        "operator.enabled=true, everything changed", {**CHANGED_VALUES, "operator": {"enabled": True}},
+        CHANGED_FLAGS + ["--operator"], expect=without_crd, expect_note="without the CRD",
+    ),
     ValueSet(
         "redis.exporter.enabled=false", {"redis": {"exporter": {"enabled": False}}}, ["--redis-exporter", "false"]
     ),
@@ -187,9 +199,16 @@ def deploy_documents() -> list[dict[str, Any]]:
 
 
 def validate(docs: list[dict[str, Any]]) -> list[str]:
+    """Built-in kinds against Kubernetes' schemas; CacheDemos against the CRD's own schema."""
     problems = []
+    for doc in docs:
+        if doc.get("kind") == "CacheDemo":
+            schema = crd_schema(documents((DEPLOY / "operator" / "crd.yaml").read_text()))
+            problems += [f"{label(doc)} against the CRD: {p}" for p in schema_problems(schema, doc)]
     for version in KUBE_VERSIONS:
         for doc in docs:
+            if doc.get("kind") == "CacheDemo":
+                continue
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except Exception as e:  # ValidationError, SchemaNotFoundError: both mean "not a valid object"
