@@ -2,8 +2,8 @@
 # Installs what cache-demo needs to run and test on Debian/Ubuntu: PostgreSQL and Redis servers from the
 # distribution (never started as services: the project starts its own throwaway instances), plus the Rust
 # components `make test` uses; with --test also Chromium, Node.js and Python's venv for the browser and Kubernetes
-# checks, and Prometheus (with promtool) and redis_exporter for the observability tests. Does nothing for what is
-# already there.
+# checks, and Prometheus (with promtool) and redis_exporter for the observability tests (--observe: only those two,
+# for make observe). Does nothing for what is already there.
 set -euo pipefail
 
 have_postgres() {
@@ -26,8 +26,10 @@ if [ "${1:-}" = "--test" ]; then
     # make check-k8s: a Python venv for the offline Kubernetes schema and Helm checks (scripts/k8s-check.sh).
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
-    # The observability tests: promtool and a throwaway Prometheus, redis_exporter for Redis' own metrics.
-    # Debian enables (and may start) the packaged services; they are stopped and disabled below.
+fi
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--observe" ]; then
+    # The observability tests and make observe: promtool and a throwaway Prometheus, redis_exporter for Redis'
+    # own metrics. Debian enables (and may start) the packaged services; they are stopped below.
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     command -v prometheus-redis-exporter >/dev/null 2>&1 || missing+=(prometheus-redis-exporter)
 fi
