@@ -46,7 +46,7 @@ impl AppProcess {
             .env("LISTEN_ADDR", &addr)
             .env("CACHE_PREFIX", common::unique_prefix())
             // Misses slow enough that concurrent ones of one key surely share a query (single-flight).
-            .env("DB_DELAY_MS", "30")
+            .env("DB_DELAY_MS", "100")
             .env("WARM_ON_START", "false")
             .env("L1_ENABLED", "false")
             .env("RUST_LOG", "warn")
@@ -232,8 +232,9 @@ async fn prometheus_agrees_with_the_app_and_every_dashboard_query_works() {
         .await;
     assert!(lookups_scraped.is_some(), "no cache_requests_total scraped");
 
-    // The load: 20 products missed once then hit 4 times, 8 concurrent misses of one key (single-flight), a few
-    // bypasses, a write (invalidation) and its re-read. Bounded in count: 123 requests.
+    // The load: 20 products missed once then hit 3 times, 8 concurrent misses of one key (single-flight), a few
+    // hits and bypasses, a write (invalidation) and its re-read: 100 requests. Whether a late one of the 8 still
+    // coalesces or already hits, the hit rate stays between 69% and 77%.
     let client = http_client();
     let get = |path: String| {
         let (client, base) = (client.clone(), app.base.clone());
@@ -243,7 +244,7 @@ async fn prometheus_agrees_with_the_app_and_every_dashboard_query_works() {
             r.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
         }
     };
-    for round in 0..5 {
+    for round in 0..4 {
         for id in 1..=20 {
             let x_cache = get(format!("/api/products/{id}")).await;
             assert_eq!(x_cache, if round == 0 { "MISS" } else { "HIT" }, "product {id}, round {round}");
