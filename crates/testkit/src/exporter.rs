@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::process::{self, LogFile};
-use crate::prometheus::http_get;
+use crate::prometheus::start_http_server;
 use crate::{Error, RedisServer};
 
 const SERVER: &str = "redis_exporter";
@@ -68,27 +68,12 @@ impl RedisExporter {
 
     /// The exporter's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
-        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        let child = guard.as_mut()?;
-        match child.try_wait() {
-            Ok(None) => Some(child.id()),
-            _ => {
-                *guard = None;
-                None
-            }
-        }
+        process::running_pid(&self.child)
     }
 
     /// Stops the exporter (SIGTERM, SIGKILL after 5 s). Does nothing when it is not running.
     pub fn stop(&mut self) -> Result<(), Error> {
-        let Some(mut child) = self.child.get_mut().unwrap_or_else(|e| e.into_inner()).take() else {
-            return Ok(());
-        };
-        if process::stop_child(&mut child, Signal::SIGTERM, STOP_GRACE)? {
-            Ok(())
-        } else {
-            Err(Error::ShutdownTimeout { server: SERVER, signal: "SIGTERM", timeout: STOP_GRACE })
-        }
+        process::stop_server(SERVER, &mut self.child, Signal::SIGTERM, STOP_GRACE)
     }
 
     fn launch(&mut self, redis_url: &str, skip_tls_verification: bool) -> Result<(), Error> {
@@ -104,10 +89,7 @@ impl RedisExporter {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        let port = self.port;
-        let child = process::start_server(SERVER, cmd, port, &self.log, log_offset, READY_TIMEOUT, || {
-            http_get(port, "/metrics").is_some_and(|(status, _)| status == 200)
-        })?;
+        let child = start_http_server(SERVER, cmd, self.port, "/metrics", &self.log, log_offset, READY_TIMEOUT)?;
         *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
         Ok(())
     }

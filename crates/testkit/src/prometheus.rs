@@ -125,27 +125,12 @@ impl PrometheusServer {
 
     /// The server's pid while it runs.
     pub fn pid(&self) -> Option<u32> {
-        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        let child = guard.as_mut()?;
-        match child.try_wait() {
-            Ok(None) => Some(child.id()),
-            _ => {
-                *guard = None;
-                None
-            }
-        }
+        process::running_pid(&self.child)
     }
 
     /// Stops the server (SIGTERM, SIGKILL after 10 s). Does nothing when it is not running.
     pub fn stop(&mut self) -> Result<(), Error> {
-        let Some(mut child) = self.child.get_mut().unwrap_or_else(|e| e.into_inner()).take() else {
-            return Ok(());
-        };
-        if process::stop_child(&mut child, Signal::SIGTERM, STOP_GRACE)? {
-            Ok(())
-        } else {
-            Err(Error::ShutdownTimeout { server: SERVER, signal: "SIGTERM", timeout: STOP_GRACE })
-        }
+        process::stop_server(SERVER, &mut self.child, Signal::SIGTERM, STOP_GRACE)
     }
 
     fn launch(&mut self) -> Result<(), Error> {
@@ -158,10 +143,7 @@ impl PrometheusServer {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        let port = self.port;
-        let child = process::start_server(SERVER, cmd, port, &self.log, log_offset, READY_TIMEOUT, || {
-            http_get(port, "/-/ready").is_some_and(|(status, _)| status == 200)
-        })?;
+        let child = start_http_server(SERVER, cmd, self.port, "/-/ready", &self.log, log_offset, READY_TIMEOUT)?;
         *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
         Ok(())
     }
@@ -214,6 +196,21 @@ fn yaml_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Starts an HTTP server (Prometheus, an exporter) and waits until `GET ready_path` answers 200.
+pub(crate) fn start_http_server(
+    server: &'static str,
+    cmd: Command,
+    port: u16,
+    ready_path: &str,
+    log: &LogFile,
+    log_offset: u64,
+    timeout: Duration,
+) -> Result<Child, Error> {
+    process::start_server(server, cmd, port, log, log_offset, timeout, || {
+        http_get(port, ready_path).is_some_and(|(status, _)| status == 200)
+    })
 }
 
 /// `GET path` on `127.0.0.1:port` over HTTP/1.0: the status code and the body, or `None` when nothing answers
