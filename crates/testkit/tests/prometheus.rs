@@ -26,7 +26,9 @@ fn query(prometheus: &PrometheusServer, query: &str) -> String {
 
 #[test]
 fn the_rules_file_is_valid_for_promtool() {
-    let out = promtool(&[PathBuf::from("check"), "rules".into(), rules_path()]).unwrap();
+    let out =
+        promtool(&[PathBuf::from("check"), "rules".into(), "--lint=all".into(), "--lint-fatal".into(), rules_path()])
+            .unwrap();
     assert!(out.contains("SUCCESS"), "{out}");
 }
 
@@ -72,12 +74,17 @@ fn prometheus_scrapes_the_exporter_evaluates_the_rules_and_is_removed_on_drop() 
     });
     assert!(memory_ratio_known, "{}", query(&prometheus, "redis_memory_max_bytes"));
 
-    // Redis gone: the exporter keeps answering, with redis_up 0.
+    // Redis gone: the exporter keeps answering, with redis_up 0, and the alert goes pending (it fires after 1m).
     redis.kill().unwrap();
     let down = common::eventually(Duration::from_secs(15), || {
         http_get(exporter.port(), "/metrics").is_some_and(|(_, body)| body.lines().any(|l| l == "redis_up 0"))
     });
     assert!(down, "redis_exporter did not report Redis down");
+    let pending = common::eventually(Duration::from_secs(15), || {
+        let (_, alerts) = http_get(prometheus.port(), "/api/v1/alerts").unwrap_or_default();
+        alerts.contains("\"alertname\":\"CacheDemoRedisDown\"") && alerts.contains("\"state\":\"pending\"")
+    });
+    assert!(pending, "{}", http_get(prometheus.port(), "/api/v1/alerts").unwrap_or_default().1);
 
     let (pid, config) = (prometheus.pid().unwrap(), prometheus.config_path());
     let dir = config.parent().unwrap().to_path_buf();
