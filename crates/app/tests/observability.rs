@@ -326,6 +326,13 @@ async fn prometheus_agrees_with_the_app_and_every_dashboard_query_works() {
             .replace("$job", APP_JOB);
         assert!(!promql.contains('$'), "an unknown variable in {title}: {expr}");
         let result = api.query(&promql).await.unwrap_or_else(|e| panic!("{title}: {promql}: {e}"));
+        if title.starts_with("Hit ratio") {
+            let shown = result.first().and_then(|r| r["value"][1].as_str()).and_then(|v| v.parse::<f64>().ok());
+            assert!(
+                shown.is_some_and(|v| (v - hit_rate).abs() <= 0.03),
+                "{title} shows {shown:?}, /api/stats {hit_rate}"
+            );
+        }
         if result.is_empty() {
             empty.push((title, expr));
         }
