@@ -5,7 +5,7 @@ PROFILE ?= release
 PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 TARGET_DIR := target/$(if $(filter release,$(PROFILE)),release,debug)
 
-.PHONY: help deps test-deps run build test fmt lint unit test-browser bench
+.PHONY: help deps test-deps run build test fmt lint unit test-browser bench observe
 
 BROWSER_TESTS := crates/app/tests/browser
 
@@ -13,6 +13,7 @@ help:
 	@echo "make run     start throwaway PostgreSQL + Redis and the app on http://127.0.0.1:8000 (Ctrl-C stops all)"
 	@echo "make test    format check, clippy -D warnings, and every test (real PostgreSQL, Redis and Chromium)"
 	@echo "make bench   database vs cache, hit ratio and the performance bar, measured here (~1.5 min); writes docs/benchmarks.md"
+	@echo "make observe make run plus redis_exporter and Prometheus with the alerting rules on http://127.0.0.1:9090"
 	@echo "make deps    install PostgreSQL, Redis and Rust components if missing (Debian/Ubuntu)"
 	@echo "make deploy  build the image where minikube runs it and deploy everything (then: make port-forward)"
 	@echo "make deploy-operator  the same as an operator: a CacheDemo resource kept true (kubectl get cachedemo -n redis-demo)"
@@ -140,3 +141,10 @@ check-k8s: check-render
 
 e2e:
 	IMAGE=$(IMAGE) NAMESPACE=$(NAMESPACE) scripts/e2e.sh
+
+# --- Observability (docs/observability.md): make run, plus redis_exporter and a throwaway Prometheus with
+# observability/prometheus/cache-demo.rules.yml loaded, scraping the app and the exporter every 5 s.
+# PROMETHEUS_PORT=9091 make observe if 9090 is taken.
+observe: deps build
+	@scripts/install-deps.sh --observe
+	$(TARGET_DIR)/cache-demo-stack --observe -- $(TARGET_DIR)/cache-demo

@@ -2,7 +2,8 @@
 # Installs what cache-demo needs to run and test on Debian/Ubuntu: PostgreSQL and Redis servers from the
 # distribution (never started as services: the project starts its own throwaway instances), plus the Rust
 # components `make test` uses; with --test also Chromium, Node.js and Python's venv for the browser and Kubernetes
-# checks. Does nothing for what is already there.
+# checks, and Prometheus (with promtool) and redis_exporter for the observability tests (--observe: only those two,
+# for make observe). Does nothing for what is already there.
 set -euo pipefail
 
 have_postgres() {
@@ -26,6 +27,12 @@ if [ "${1:-}" = "--test" ]; then
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
+if [ "${1:-}" = "--test" ] || [ "${1:-}" = "--observe" ]; then
+    # The observability tests and make observe: promtool and a throwaway Prometheus, redis_exporter for Redis'
+    # own metrics. Debian enables (and may start) the packaged services; they are stopped below.
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    command -v prometheus-redis-exporter >/dev/null 2>&1 || missing+=(prometheus-redis-exporter)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -40,6 +47,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "Installing ${missing[*]} from the distribution..."
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The project starts its own throwaway Prometheus and redis_exporter: not the system services.
+    for service in prometheus prometheus-redis-exporter; do
+        case " ${missing[*]} " in
+            *" $service "*)
+                if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+                    $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
+                elif [ -x "/etc/init.d/$service" ]; then
+                    $sudo "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+                fi
+                ;;
+        esac
+    done
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -79,6 +79,8 @@ impl Error {
 
     /// The server exited because its port was taken between picking and binding it.
     pub(crate) fn is_port_conflict(&self) -> bool {
-        matches!(self, Error::ServerExited { log_tail, .. } if log_tail.contains("Address already in use"))
+        // Redis and PostgreSQL say "Address already in use", Go servers "address already in use".
+        matches!(self, Error::ServerExited { log_tail, .. }
+            if log_tail.to_ascii_lowercase().contains("address already in use"))
     }
 }

@@ -1,5 +1,6 @@
 //! Throwaway PostgreSQL and Redis servers on random loopback ports, for cache-demo's
-//! integration tests and for `make run` (the `cache-demo-stack` binary).
+//! integration tests and for `make run` (the `cache-demo-stack` binary); Prometheus and
+//! redis_exporter beside them for the observability tests and `make observe`.
 //!
 //! Everything here blocks (std::process); async tests call it from `spawn_blocking`.
 //!
@@ -18,8 +19,10 @@
 //!   dead ([`remove_stale_dirs`]).
 
 mod error;
+mod exporter;
 mod pg;
 mod process;
+mod prometheus;
 mod redis;
 mod workdir;
 
@@ -28,8 +31,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Once, OnceLock};
 
 pub use error::Error;
+pub use exporter::RedisExporter;
 pub use pg::PgServer;
 pub use process::die_with_parent;
+pub use prometheus::{PrometheusOptions, PrometheusServer, ScrapeJob, http_get, promtool};
 pub use redis::{RedisOptions, RedisServer};
 pub use workdir::{base_dir, remove_stale_dirs};
 
@@ -120,12 +125,22 @@ pub fn fresh_database_with_template(pg: &PgServer, template: &str, sql_file: &Pa
     Ok(pg.url(&name))
 }
 
+/// The repository's Prometheus rules, `observability/prometheus/cache-demo.rules.yml` (found like
+/// [`init_sql_path`]).
+pub fn rules_path() -> PathBuf {
+    workspace_root().join("observability/prometheus/cache-demo.rules.yml")
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match manifest_dir.parent().and_then(Path::parent) {
+        Some(root) => root.to_path_buf(),
+        None => manifest_dir.join("../.."),
+    }
+}
+
 /// The repo's `init.sql` at the workspace root (found from this crate's manifest directory at
 /// compile time).
 pub fn init_sql_path() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    match manifest_dir.parent().and_then(Path::parent) {
-        Some(root) => root.join("init.sql"),
-        None => manifest_dir.join("../../init.sql"),
-    }
+    workspace_root().join("init.sql")
 }

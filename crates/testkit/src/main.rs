@@ -1,6 +1,7 @@
-//! `cache-demo-stack`: throwaway PostgreSQL (loaded from `init.sql`) and Redis for `make run`.
+//! `cache-demo-stack`: throwaway PostgreSQL (loaded from `init.sql`) and Redis for `make run`; with
+//! `--observe` also redis_exporter and Prometheus with the repository's rules for `make observe`.
 //!
-//! Starts both servers, runs the given command with `DATABASE_URL`, `REDIS_URL` and
+//! Starts the servers, runs the given command with `DATABASE_URL`, `REDIS_URL` and
 //! `LISTEN_ADDR` set, and tears everything down when the command exits or on Ctrl-C/SIGTERM.
 
 use std::ffi::OsString;
@@ -8,21 +9,30 @@ use std::process::{ExitCode, ExitStatus};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use cache_demo_testkit::{PgServer, RedisOptions, RedisServer, die_with_parent, init_sql_path};
+use cache_demo_testkit::{
+    PgServer, PrometheusOptions, PrometheusServer, RedisExporter, RedisOptions, RedisServer, ScrapeJob,
+    die_with_parent, init_sql_path, rules_path,
+};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "\
-usage: cache-demo-stack [-- COMMAND [ARGS...]]
+usage: cache-demo-stack [--observe] [-- COMMAND [ARGS...]]
 
 Starts a throwaway PostgreSQL (database `cache_demo` loaded from init.sql) and Redis on free
 loopback ports, then runs COMMAND with DATABASE_URL and REDIS_URL set (and LISTEN_ADDR, default
 127.0.0.1:8000). Stops everything when COMMAND exits or on Ctrl-C. Without COMMAND, the servers
-run until Ctrl-C.";
+run until Ctrl-C.
+
+--observe  also start redis_exporter and Prometheus (on PROMETHEUS_PORT, default 9090) with
+           observability/prometheus/cache-demo.rules.yml, scraping LISTEN_ADDR and the exporter.";
 
 const DATABASE: &str = "cache_demo";
 const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8000";
+const DEFAULT_PROMETHEUS_PORT: u16 = 9090;
+/// Scrape and rule evaluation interval of `--observe`: quick to react, light on a laptop.
+const OBSERVE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long the command gets to exit after a forwarded signal before it is killed.
 const CHILD_GRACE: Duration = Duration::from_secs(10);
 
@@ -37,7 +47,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
-    let Some(command) = parse_args(std::env::args_os().skip(1))? else {
+    let Some(Args { observe, command }) = parse_args(std::env::args_os().skip(1))? else {
         println!("{USAGE}");
         return Ok(ExitCode::SUCCESS);
     };
@@ -49,8 +59,12 @@ fn run() -> anyhow::Result<ExitCode> {
         Signals::new()?
     };
 
-    eprintln!("cache-demo-stack: starting PostgreSQL and Redis ...");
-    let Some(stack) = rt.block_on(start_stack(&mut signals))? else {
+    if observe {
+        eprintln!("cache-demo-stack: starting PostgreSQL, Redis, redis_exporter and Prometheus ...");
+    } else {
+        eprintln!("cache-demo-stack: starting PostgreSQL and Redis ...");
+    }
+    let Some(stack) = rt.block_on(start_stack(observe, &mut signals))? else {
         // The startup task finishes in the background and its servers are dropped when the
         // runtime shuts down below.
         eprintln!("cache-demo-stack: interrupted during startup, stopping");
@@ -68,36 +82,53 @@ fn run() -> anyhow::Result<ExitCode> {
             }
         }
     });
-    eprintln!("cache-demo-stack: stopping PostgreSQL and Redis");
+    if stack.observed.is_some() {
+        eprintln!("cache-demo-stack: stopping Prometheus, redis_exporter, PostgreSQL and Redis");
+    } else {
+        eprintln!("cache-demo-stack: stopping PostgreSQL and Redis");
+    }
     // Dropped here, outside the runtime: the teardown blocks.
     drop(stack);
     code
 }
 
-/// `None` for `--help`, else the command to run (empty: just run the servers).
-fn parse_args(mut args: impl Iterator<Item = OsString>) -> anyhow::Result<Option<Vec<OsString>>> {
-    let Some(first) = args.next() else {
-        return Ok(Some(Vec::new()));
-    };
-    match first.to_str() {
-        Some("-h" | "--help") => Ok(None),
-        Some("--") => Ok(Some(args.collect())),
-        Some(flag) if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
-        _ => Ok(Some(std::iter::once(first).chain(args).collect())),
-    }
+#[derive(Debug, PartialEq)]
+struct Args {
+    observe: bool,
+    /// The command to run; empty: just run the servers.
+    command: Vec<OsString>,
 }
 
+/// `None` for `--help`, else the options and the command to run.
+fn parse_args(mut args: impl Iterator<Item = OsString>) -> anyhow::Result<Option<Args>> {
+    let mut observe = false;
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("-h" | "--help") => return Ok(None),
+            Some("--observe") => observe = true,
+            Some("--") => return Ok(Some(Args { observe, command: args.collect() })),
+            Some(flag) if flag.starts_with('-') => bail!("unknown option {flag}\n\n{USAGE}"),
+            _ => return Ok(Some(Args { observe, command: std::iter::once(arg).chain(args).collect() })),
+        }
+    }
+    Ok(Some(Args { observe, command: Vec::new() }))
+}
+
+/// Fields drop in order: Prometheus and the exporter stop before the servers they watch.
 struct Stack {
+    /// `--observe`: redis_exporter and the Prometheus scraping it and the command.
+    observed: Option<(RedisExporter, PrometheusServer)>,
     pg: PgServer,
     redis: RedisServer,
 }
 
 impl Stack {
-    fn start() -> anyhow::Result<Stack> {
+    fn start(observe: bool) -> anyhow::Result<Stack> {
         let pg = PgServer::start().context("starting PostgreSQL")?;
         pg.create_database_from_file(DATABASE, &init_sql_path()).context("loading init.sql")?;
         let redis = RedisServer::start(RedisOptions::default()).context("starting Redis")?;
-        Ok(Stack { pg, redis })
+        let observed = if observe { Some(start_observing(&redis)?) } else { None };
+        Ok(Stack { observed, pg, redis })
     }
 
     fn database_url(&self) -> String {
@@ -112,6 +143,19 @@ impl Stack {
         eprintln!("              inspect: psql '{db_url}'");
         eprintln!("  Redis       {}  (maxmemory {}, {})", self.redis.url(), opts.maxmemory, opts.policy);
         eprintln!("              inspect: redis-cli -p {} --scan", self.redis.port());
+        if let Some((exporter, prometheus)) = &self.observed {
+            eprintln!(
+                "  Prometheus  {}  (alerts: {}/alerts, rules: {})",
+                prometheus.url(),
+                prometheus.url(),
+                rules_path().display()
+            );
+            eprintln!(
+                "              scrapes the app at {} and redis_exporter at {}",
+                listen_addr(),
+                exporter.address()
+            );
+        }
         if command.is_empty() {
             eprintln!("  Press Ctrl-C to stop.");
         } else {
@@ -133,9 +177,28 @@ fn shell_quote(arg: &OsString) -> String {
     }
 }
 
+/// redis_exporter for `redis`, and Prometheus with the repository's rules scraping it and the app at
+/// `LISTEN_ADDR` (not up yet: Prometheus shows it down until it listens).
+fn start_observing(redis: &RedisServer) -> anyhow::Result<(RedisExporter, PrometheusServer)> {
+    let exporter = RedisExporter::start(redis).context("starting redis_exporter")?;
+    let port = match std::env::var("PROMETHEUS_PORT") {
+        Ok(port) => port.parse().with_context(|| format!("PROMETHEUS_PORT={port} is not a port number"))?,
+        Err(_) => DEFAULT_PROMETHEUS_PORT,
+    };
+    let prometheus = PrometheusServer::start(PrometheusOptions {
+        jobs: vec![ScrapeJob::new("cache-demo", listen_addr()), ScrapeJob::new("redis", exporter.address())],
+        rule_files: vec![rules_path()],
+        scrape_interval: OBSERVE_INTERVAL,
+        evaluation_interval: OBSERVE_INTERVAL,
+        port: Some(port),
+    })
+    .with_context(|| format!("starting Prometheus on port {port} (PROMETHEUS_PORT picks another)"))?;
+    Ok((exporter, prometheus))
+}
+
 /// Starts the servers on a blocking thread; `None` if a signal came first.
-async fn start_stack(signals: &mut Signals) -> anyhow::Result<Option<Stack>> {
-    let startup = tokio::task::spawn_blocking(Stack::start);
+async fn start_stack(observe: bool, signals: &mut Signals) -> anyhow::Result<Option<Stack>> {
+    let startup = tokio::task::spawn_blocking(move || Stack::start(observe));
     tokio::select! {
         stack = startup => Ok(Some(stack.context("startup task panicked")??)),
         _ = signals.recv() => Ok(None),
@@ -233,5 +296,26 @@ impl Signals {
             _ = self.interrupt.recv() => Signal::SIGINT,
             _ = self.terminate.recv() => Signal::SIGTERM,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Args, parse_args};
+    use std::ffi::OsString;
+
+    fn parse(args: &[&str]) -> Option<Args> {
+        parse_args(args.iter().map(OsString::from)).unwrap()
+    }
+
+    #[test]
+    fn observe_comes_before_the_command() {
+        let args = parse(&["--observe", "--", "app", "--observe"]).unwrap();
+        assert!(args.observe);
+        assert_eq!(args.command, ["app", "--observe"]);
+        assert_eq!(parse(&["app"]).unwrap(), Args { observe: false, command: vec!["app".into()] });
+        assert_eq!(parse(&["--observe"]).unwrap(), Args { observe: true, command: vec![] });
+        assert_eq!(parse(&["--observe", "--help"]), None);
+        assert!(parse_args(["--obsrve"].iter().map(OsString::from)).is_err());
     }
 }

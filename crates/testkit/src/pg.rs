@@ -165,14 +165,7 @@ impl PgServer {
     /// Does nothing when it is not running. If it does not exit within 15 s it is SIGKILLed
     /// and [`Error::ShutdownTimeout`] is returned.
     pub fn stop(&mut self) -> Result<(), Error> {
-        let Some(mut child) = self.child.get_mut().unwrap_or_else(|e| e.into_inner()).take() else {
-            return Ok(());
-        };
-        if process::stop_child(&mut child, Signal::SIGINT, STOP_GRACE)? {
-            Ok(())
-        } else {
-            Err(Error::ShutdownTimeout { server: SERVER, signal: "SIGINT", timeout: STOP_GRACE })
-        }
+        process::stop_server(SERVER, &mut self.child, Signal::SIGINT, STOP_GRACE)
     }
 
     /// Starts the server again on the same port with the same data (stopping it first if it

@@ -197,6 +197,37 @@ pub(crate) fn stop_child(child: &mut Child, signal: Signal, grace: Duration) -> 
     Ok(false)
 }
 
+/// The pid of the server in `slot` while it runs (also while paused); forgets a server that has exited.
+pub(crate) fn running_pid(slot: &Mutex<Option<Child>>) -> Option<u32> {
+    let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let child = guard.as_mut()?;
+    match child.try_wait() {
+        Ok(None) => Some(child.id()),
+        _ => {
+            *guard = None;
+            None
+        }
+    }
+}
+
+/// Stops the server in `slot` with `signal`, SIGKILLing it after `grace`: [`Error::ShutdownTimeout`] then.
+/// Does nothing when no server is there.
+pub(crate) fn stop_server(
+    server: &'static str,
+    slot: &mut Mutex<Option<Child>>,
+    signal: Signal,
+    grace: Duration,
+) -> Result<(), Error> {
+    let Some(mut child) = slot.get_mut().unwrap_or_else(|e| e.into_inner()).take() else {
+        return Ok(());
+    };
+    if stop_child(&mut child, signal, grace)? {
+        Ok(())
+    } else {
+        Err(Error::ShutdownTimeout { server, signal: signal.as_str(), timeout: grace })
+    }
+}
+
 /// How many free ports a server gets to try before its start fails: another process may take a port between
 /// our probe and the server's bind.
 const PORT_ATTEMPTS: u32 = 5;

@@ -97,15 +97,7 @@ impl RedisServer {
 
     /// The server's pid while it runs (also while paused).
     pub fn pid(&self) -> Option<u32> {
-        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        let child = guard.as_mut()?;
-        match child.try_wait() {
-            Ok(None) => Some(child.id()),
-            _ => {
-                *guard = None;
-                None
-            }
-        }
+        process::running_pid(&self.child)
     }
 
     pub fn is_running(&self) -> bool {

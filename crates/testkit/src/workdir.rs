@@ -17,7 +17,7 @@ use tempfile::TempDir;
 use crate::Error;
 
 /// Kinds of server directory, the first part of each name.
-const KINDS: [&str; 2] = ["pg", "redis"];
+const KINDS: [&str; 4] = ["pg", "redis", "prometheus", "exporter"];
 
 /// `<temp dir>/cache-demo-testkit`, the parent of every server directory.
 pub fn base_dir() -> PathBuf {
