@@ -116,11 +116,14 @@ logs:
 CHART_INIT_SQL := charts/cache-demo/files/init.sql
 # ... and of the CacheDemo CRD (crds/: Helm installs it before the templates).
 CHART_CRD := charts/cache-demo/crds/cachedemos.yaml
+# ... and of the Prometheus rules and the Grafana dashboard (monitoring.* values).
+CHART_COPIES := observability/prometheus/cache-demo.rules.yml observability/grafana/cache-demo.json
 
 render: build-ctl
 	$(CTL) render --out-dir deploy
 	rm -f $(CHART_INIT_SQL) && cp init.sql $(CHART_INIT_SQL)
 	cp deploy/operator/crd.yaml $(CHART_CRD)
+	cp $(CHART_COPIES) charts/cache-demo/files/
 
 check-render:
 	$(CARGO) build --quiet -p cache-demo-ctl
@@ -133,7 +136,11 @@ check-render:
 	echo "$(CHART_INIT_SQL) is a copy of init.sql" && \
 	if ! cmp -s deploy/operator/crd.yaml $(CHART_CRD); then \
 		echo "$(CHART_CRD) must be a copy of deploy/operator/crd.yaml: run make render" >&2; exit 1; fi && \
-	echo "$(CHART_CRD) is the CRD of cache-demo-ctl"
+	echo "$(CHART_CRD) is the CRD of cache-demo-ctl" && \
+	for f in $(CHART_COPIES); do \
+		if ! cmp -s $$f charts/cache-demo/files/$$(basename $$f); then \
+			echo "charts/cache-demo/files/$$(basename $$f) must be a copy of $$f: run make render" >&2; exit 1; fi; \
+	done && echo "the chart's rules and dashboard are copies of observability/"
 
 # Schemas, Helm lint, chart == render; offline, in a venv under target/ (scripts/k8s-check.sh).
 check-k8s: check-render

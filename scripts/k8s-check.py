@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import json
 import shutil
 import subprocess
 import sys
@@ -207,7 +208,8 @@ def validate(docs: list[dict[str, Any]]) -> list[str]:
             problems += [f"{label(doc)} against the CRD: {p}" for p in schema_problems(schema, doc)]
     for version in KUBE_VERSIONS:
         for doc in docs:
-            if doc.get("kind") == "CacheDemo":
+            # CacheDemo: above; the Prometheus Operator's kinds: no schema offline, check_monitoring checks them.
+            if doc.get("kind") == "CacheDemo" or str(doc.get("apiVersion", "")).startswith("monitoring.coreos.com/"):
                 continue
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
@@ -467,6 +469,45 @@ def check_operator(checks: Checks) -> None:
     checks.check("the operator's RBAC has no wildcard", wildcards + ([] if roles else ["no Role"]))
 
 
+MONITORING = {
+    "monitoring": {
+        "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "kube-prometheus-stack"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": "1"}},
+    }
+}
+
+
+def check_monitoring(checks: Checks, deployed: list[dict[str, Any]]) -> None:
+    checks.check("chart lints cleanly with every monitoring.* on", lint_chart(MONITORING))
+    docs = render_chart(MONITORING)
+    extra = [d for d in docs if label(d) not in {label(x) for x in deployed}]
+    same = [d for d in docs if d not in extra]
+    checks.check("chart with monitoring.* on: the other objects are unchanged", compare(deployed, same))
+    kinds = sorted(label(d) for d in extra)
+    expected = ["ConfigMap/cache-demo-grafana-dashboard", "PrometheusRule/cache-demo", "ServiceMonitor/cache-demo"]
+    problems = [] if kinds == expected else [f"extra objects {kinds}, not {expected}"]
+    by_kind = {d["kind"]: d for d in extra}
+    rules = yaml.safe_load((ROOT / "observability" / "prometheus" / "cache-demo.rules.yml").read_text())
+    if by_kind.get("PrometheusRule", {}).get("spec") != rules:
+        problems.append("the PrometheusRule's spec is not observability/prometheus/cache-demo.rules.yml")
+    dashboard = json.loads((ROOT / "observability" / "grafana" / "cache-demo.json").read_text())
+    config_map = by_kind.get("ConfigMap", {})
+    if json.loads(config_map.get("data", {}).get("cache-demo.json", "null")) != dashboard:
+        problems.append("the dashboard ConfigMap does not hold observability/grafana/cache-demo.json")
+    if config_map.get("metadata", {}).get("labels", {}).get("grafana_dashboard") != "1":
+        problems.append("the dashboard ConfigMap lacks the grafana_dashboard label the sidecar looks for")
+    monitor = by_kind.get("ServiceMonitor", {})
+    ports = {e.get("port") for e in monitor.get("spec", {}).get("endpoints", [])}
+    service_ports = {p.get("name") for d in deployed if d.get("kind") == "Service" for p in d["spec"]["ports"]}
+    if not {"http", "metrics"} <= ports or not ports <= service_ports:
+        problems.append(f"ServiceMonitor ports {sorted(ports)} do not match the Services' {sorted(service_ports)}")
+    if monitor.get("metadata", {}).get("labels", {}).get("release") != "kube-prometheus-stack":
+        problems.append("monitoring.serviceMonitor.labels did not reach the ServiceMonitor")
+    checks.check("chart with monitoring.* on: ServiceMonitor, the rules and the dashboard as in observability/",
+                 problems)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ctl", help="cache-demo-ctl binary, to compare the chart with changed options too")
@@ -477,6 +518,7 @@ def main() -> int:
     checks.check(f"deploy/: {len(deployed)} objects valid for Kubernetes {', '.join(KUBE_VERSIONS)}", validate(deployed))
 
     check_operator(checks)
+    check_monitoring(checks, deployed)
 
     chart_init = CHART / "files" / "init.sql"
     checks.check(
