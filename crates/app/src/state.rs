@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{BreakerConfig, Cache, CacheOptions, Keyspace, RedisClient, Ttls};
+use crate::cache::{BreakerConfig, ByEndpoint, Cache, CacheOptions, Keyspace, RedisClient};
 use crate::config::Config;
 use crate::db::{Db, DbOptions};
 use crate::metrics::Metrics;
@@ -54,15 +54,8 @@ impl AppState {
             metrics.clone(),
         )
         .map_err(|e| anyhow::anyhow!("invalid REDIS_URL: {e}"))?;
-        let secs = |o: Option<u64>| Duration::from_secs(o.unwrap_or(config.cache_ttl_secs));
-        let ttls = Ttls {
-            categories: secs(config.cache_ttl_categories_secs),
-            search: secs(config.cache_ttl_search_secs),
-            top_products: secs(config.cache_ttl_top_secs),
-            product: secs(config.cache_ttl_product_secs),
-        };
         let opts = CacheOptions {
-            ttls,
+            ttls: ByEndpoint::new(|e| config.cache_ttl(e)),
             ttl_jitter_pct: config.cache_ttl_jitter_pct,
             single_flight: config.single_flight,
             single_flight_wait: Duration::from_millis(config.single_flight_wait_ms),

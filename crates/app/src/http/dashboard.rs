@@ -176,7 +176,7 @@ async fn load_test(State(state): State<AppState>, ApiJson(body): ApiJson<LoadTes
 async fn ttl(State(state): State<AppState>, ApiQuery(p): ApiQuery<TargetParams>) -> Result<impl IntoResponse> {
     let target = Target::from_params(&p)?;
     let key = target.key();
-    let configured = state.cache.ttls().for_endpoint(key.endpoint).as_secs();
+    let configured = state.cache.options().ttls.get(key.endpoint).as_secs();
     let full = state.cache.keyspace().full(&key);
     match state.cache.ttl(&key).await {
         Ok(ttl) => Ok(Json(

@@ -74,7 +74,6 @@ async fn stats(State(state): State<AppState>) -> Json<Stats> {
         }
         Err(e) => json!({ "available": false, "circuit": circuit, "error": e.to_string() }),
     };
-    let ttls = cache.ttls();
     let opts = cache.options();
     let config = &state.config;
     let patterns = json!({
@@ -89,12 +88,7 @@ async fn stats(State(state): State<AppState>) -> Json<Stats> {
         "invalidation_subscribed": cache.invalidation_subscribed(),
         "admin_token_required": config.admin_token.as_deref().is_some_and(|t| !t.is_empty()),
     });
-    let ttl_secs = HashMap::from([
-        ("categories", ttls.categories.as_secs()),
-        ("products_search", ttls.search.as_secs()),
-        ("top_products", ttls.top_products.as_secs()),
-        ("product", ttls.product.as_secs()),
-    ]);
+    let ttl_secs = opts.ttls.iter().map(|(e, ttl)| (e.label(), ttl.as_secs())).collect();
     Json(Stats {
         counters: cache.counters(),
         keys: keys.ok().map(|k| k.len()),

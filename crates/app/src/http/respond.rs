@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use crate::cache::{Cached, Outcome};
+use crate::cache::{Cached, Level, Outcome};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub const X_CACHE_ERROR: HeaderName = HeaderName::from_static("x-cache-error");
@@ -26,7 +26,9 @@ pub struct CachedResponse {
 /// the response); `None` for any other response.
 pub fn outcome_of(headers: &HeaderMap) -> Option<Outcome> {
     match headers.get(X_CACHE)?.as_bytes() {
-        b"HIT" => Some(Outcome::Hit),
+        b"HIT" => {
+            Some(Outcome::Hit(if headers.get(X_CACHE_LEVEL)?.as_bytes() == b"L1" { Level::L1 } else { Level::L2 }))
+        }
         b"BYPASS" => Some(Outcome::Bypass),
         b"MISS" if headers.contains_key(X_CACHE_ERROR) => Some(Outcome::Error),
         b"MISS" => Some(Outcome::Miss),
@@ -45,7 +47,7 @@ fn push_ms(out: &mut Vec<u8>, d: Duration) {
 
 impl IntoResponse for CachedResponse {
     fn into_response(self) -> Response {
-        let Cached { data, outcome, level, redis_time, db_time, .. } = self.cached;
+        let Cached { data, outcome, redis_time, db_time } = self.cached;
         let elapsed = self.started.elapsed();
         let mut body = Vec::with_capacity(data.len() + 96);
         body.extend_from_slice(br#"{"source":""#);
@@ -75,7 +77,7 @@ impl IntoResponse for CachedResponse {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(X_CACHE, HeaderValue::from_static(outcome.header()));
-        if let Some(level) = level {
+        if let Some(level) = outcome.level() {
             headers.insert(X_CACHE_LEVEL, HeaderValue::from_static(level.label()));
         }
         if outcome == Outcome::Error {
@@ -103,14 +105,7 @@ mod tests {
     #[test]
     fn the_outcome_is_read_back_from_the_headers() {
         for outcome in Outcome::ALL {
-            let cached = Cached {
-                data: Bytes::from_static(b"{}"),
-                outcome,
-                level: None,
-                stored: false,
-                redis_time: None,
-                db_time: None,
-            };
+            let cached = Cached { data: Bytes::from_static(b"{}"), outcome, redis_time: None, db_time: None };
             let response = CachedResponse { cached, started: Instant::now(), db_delay: Duration::ZERO }.into_response();
             assert_eq!(outcome_of(response.headers()), Some(outcome));
         }
