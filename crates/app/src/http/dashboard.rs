@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -181,13 +181,8 @@ async fn ttl(State(state): State<AppState>, ApiQuery(p): ApiQuery<TargetParams>)
     match state.cache.ttl(&key).await {
         Ok(ttl) => Ok(Json(
             json!({ "key": full, "exists": ttl.is_some(), "ttl_secs": ttl, "configured_ttl_secs": configured }),
-        )
-        .into_response()),
-        Err(e) => Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": "redis unavailable", "detail": e.to_string(), "key": full })),
-        )
-            .into_response()),
+        )),
+        Err(e) => Err(Error::CacheUnavailable { reason: e.to_string(), key: Some(full) }),
     }
 }
 

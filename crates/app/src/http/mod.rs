@@ -1,12 +1,15 @@
 //! The HTTP API: one router per resource, merged here, with the request-metrics middleware.
+//!
+//! `products` (`/api/products`, `/api/products/{id}`), `catalog` (categories, top products), `cache` (stats,
+//! flush, warm, `/admin/cache/keys`), `dashboard` (the page and its API), `ops` (probes, metrics).
 
-mod admin;
+mod cache;
 mod catalog;
 mod dashboard;
-pub(crate) mod extract;
+mod extract;
 mod ops;
 mod products;
-pub mod respond;
+mod respond;
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +17,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::cache::Outcome;
@@ -26,15 +29,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(catalog::router())
-        .merge(dashboard::router())
         .merge(products::router())
+        .merge(catalog::router())
+        .merge(cache::router())
+        .merge(dashboard::router())
         .merge(ops::router())
-        .merge(admin::router())
         .fallback(|| async { Error::NotFound("route".into()) })
-        .method_not_allowed_fallback(|| async {
-            (StatusCode::METHOD_NOT_ALLOWED, Error::bad_request("method not allowed").into_response().into_body())
-        })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(state)
@@ -47,7 +48,7 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let response = next.run(request).await;
-    let outcome = respond::outcome_of(response.headers());
+    let outcome = response.extensions().get::<Outcome>().copied();
     let source = outcome.map_or("none", |o| o.source());
     let elapsed = started.elapsed();
     state
