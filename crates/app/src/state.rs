@@ -16,14 +16,14 @@ use crate::recent::Recent;
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
-    pub config: Arc<Config>,
-    pub db: Db,
-    pub cache: Cache,
-    pub metrics: Metrics,
-    pub recent: Recent,
-    pub started: Instant,
+    pub(crate) config: Arc<Config>,
+    pub(crate) db: Db,
+    pub(crate) cache: Cache,
+    pub(crate) metrics: Metrics,
+    pub(crate) recent: Recent,
+    pub(crate) started: Instant,
     /// Cancelled when the server stops; every background task watches it.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -76,6 +76,19 @@ impl AppState {
             started: Instant::now(),
             shutdown,
         })))
+    }
+}
+
+/// What embedding code (the tests, the bench) may ask of a running app.
+impl AppState {
+    /// Whether Redis answers a `PING` now.
+    pub async fn redis_reachable(&self) -> bool {
+        self.cache.ping().await.is_ok()
+    }
+
+    /// Whether this replica hears cross-instance invalidations (its L1 is used only then).
+    pub fn invalidation_subscribed(&self) -> bool {
+        self.cache.invalidation_subscribed()
     }
 }
 

@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-pub use self::breaker::{BreakerConfig, State as BreakerState};
+pub use self::breaker::BreakerConfig;
 use self::bus::Bus;
 pub use self::connection::{CacheError, RedisClient};
 pub use self::endpoint::{ByEndpoint, Endpoint};

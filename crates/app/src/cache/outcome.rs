@@ -28,6 +28,7 @@ pub enum Level {
 
 impl Outcome {
     /// Every outcome a response can report.
+    #[cfg(test)]
     pub const ALL: [Outcome; 5] =
         [Outcome::Hit(Level::L1), Outcome::Hit(Level::L2), Outcome::Miss, Outcome::Bypass, Outcome::Error];
 

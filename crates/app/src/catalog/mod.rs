@@ -9,7 +9,7 @@ pub mod params;
 use serde::Serialize;
 
 pub use self::params::{CacheParam, ListParams, TargetParams, parse_bypass, parse_id};
-use crate::cache::{CacheKey, Cached, Endpoint, Primed};
+use crate::cache::{CacheKey, Cached, Primed};
 use crate::db::{CategoryStats, ProductDetail, ProductSummary, TopProduct};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -25,16 +25,6 @@ pub enum Target {
 }
 
 impl Target {
-    /// Which cacheable endpoint this is.
-    pub fn endpoint(&self) -> Endpoint {
-        match self {
-            Target::Categories => Endpoint::Categories,
-            Target::Search { .. } => Endpoint::Search,
-            Target::Top { .. } => Endpoint::TopProducts,
-            Target::Product { .. } => Endpoint::Product,
-        }
-    }
-
     pub fn key(&self) -> CacheKey {
         match self {
             Target::Categories => CacheKey::categories(),
@@ -108,22 +98,4 @@ pub struct SearchData {
 pub struct TopData {
     limit: u32,
     products: Vec<TopProduct>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_target_keys_its_own_endpoint() {
-        let targets = [
-            Target::Categories,
-            Target::Search { q: "laptop".into(), limit: 20 },
-            Target::Top { limit: 10 },
-            Target::Product { id: 7 },
-        ];
-        for t in targets {
-            assert_eq!(t.key().endpoint, t.endpoint());
-        }
-    }
 }
