@@ -130,18 +130,18 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
 
 /// User + system CPU seconds of a process, from `/proc/<pid>/stat`.
 fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    cpu_seconds_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    let stat = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?;
+    Some(cpu_seconds(&stat))
 }
 
-/// `utime` + `stime` (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds. The command name (field 2)
-/// may hold spaces and parentheses, so fields are counted after its last `)`. Linux reports them in
-/// USER_HZ = 100 ticks per second on every architecture.
+/// `utime` + `stime` of a `/proc/<pid>/stat` line (parsed by `procfs`), in seconds.
 pub fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
+    use procfs::FromRead;
+    Some(cpu_seconds(&procfs::process::Stat::from_read(stat.as_bytes()).ok()?))
+}
+
+fn cpu_seconds(stat: &procfs::process::Stat) -> f64 {
+    (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
 }
 
 fn counters_from_stats(stats: &Value) -> Counters {
@@ -318,7 +318,8 @@ process_resident_memory_bytes 2.5165824e7
 
     #[test]
     fn cpu_time_is_read_from_proc_stat() {
-        let stat = "4242 (cache (demo)) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 566 0 0 20 0 4 0 100 0 0";
+        let stat = "4242 (cache (demo)) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 566 0 0 20 0 4 0 100 \
+                    1000000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         assert_eq!(cpu_seconds_from_stat(stat), Some(18.0));
         assert_eq!(cpu_seconds_from_stat("garbage"), None);
         let own = process_cpu_seconds(std::process::id()).expect("our own stat");

@@ -421,12 +421,9 @@ fn build_profile(binary: &Path) -> &'static str {
 
 /// `model name` from `/proc/cpuinfo`.
 pub fn cpu_model(cpuinfo: &str) -> Option<String> {
-    cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    use procfs::FromRead;
+    let info = procfs::CpuInfo::from_read(cpuinfo.as_bytes()).ok()?;
+    info.model_name(0).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 /// `git rev-parse --short HEAD` of the working directory, marked when there are uncommitted changes.
