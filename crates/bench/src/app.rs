@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use cache_demo_api::Stats;
 use http::Method;
 use serde::Serialize;
 use serde_json::Value;
@@ -29,29 +30,24 @@ pub enum L1State {
 
 impl L1State {
     /// `l1` missing: absent; `null` or `{"enabled": false}` or `{"active": false}`: off; any other object: on.
-    pub fn from_stats(stats: &Value) -> L1State {
-        match stats.get("l1") {
+    pub fn from_stats(stats: &Stats) -> L1State {
+        match &stats.l1 {
             None => L1State::Absent,
-            Some(Value::Null) => L1State::Off,
-            Some(l1) => {
-                let off = |k: &str| l1.get(k).and_then(Value::as_bool) == Some(false);
-                if off("enabled") || off("active") { L1State::Off } else { L1State::On }
+            Some(None) => L1State::Off,
+            Some(Some(l1)) => {
+                if l1.enabled && l1.active {
+                    L1State::On
+                } else {
+                    L1State::Off
+                }
             }
         }
     }
 }
 
 /// The caching patterns switched on, from `/api/stats` `patterns` (`single_flight, ttl_jitter_pct=10`).
-pub fn patterns(stats: &Value) -> Option<String> {
-    let obj = stats.get("patterns")?.as_object()?;
-    let on: Vec<String> = obj
-        .iter()
-        .filter_map(|(k, v)| match v {
-            Value::Bool(true) => Some(k.clone()),
-            Value::Number(n) if n.as_f64().is_some_and(|n| n != 0.0) => Some(format!("{k}={n}")),
-            _ => None,
-        })
-        .collect();
+pub fn patterns(stats: &Stats) -> Option<String> {
+    let on = stats.patterns.as_ref()?.switched_on();
     Some(if on.is_empty() { "none".to_owned() } else { on.join(", ") })
 }
 
@@ -66,7 +62,7 @@ pub struct Snapshot {
     /// CPU time the app process has used (only for an app the bench started: `/proc/<pid>/stat`; the
     /// app's `process_cpu_seconds_total` counts whole seconds, too coarse for runs of a few seconds).
     pub cpu_seconds: Option<f64>,
-    pub stats: Value,
+    pub stats: Stats,
 }
 
 /// What changed in the app between two snapshots; a run made of several slices adds up the slices' deltas.
@@ -144,9 +140,9 @@ fn cpu_seconds(stat: &procfs::process::Stat) -> f64 {
     (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
 }
 
-fn counters_from_stats(stats: &Value) -> Counters {
-    let n = |k: &str| stats.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Counters { hits: n("hits"), misses: n("misses"), errors: n("errors"), bypasses: n("bypasses") }
+fn counters_from_stats(stats: &Stats) -> Counters {
+    let c = &stats.counters;
+    Counters { hits: c.hits, misses: c.misses, errors: c.errors, bypasses: c.bypasses }
 }
 
 /// The app at `target`, for control calls.
@@ -172,9 +168,9 @@ impl AppClient {
         Ok(String::from_utf8_lossy(&reply.body).into_owned())
     }
 
-    pub async fn stats(&self) -> anyhow::Result<Value> {
+    pub async fn stats(&self) -> anyhow::Result<Stats> {
         let text = self.get("/api/stats").await?;
-        serde_json::from_str(&text).context("GET /api/stats: not JSON")
+        serde_json::from_str(&text).context("GET /api/stats: not the stats JSON")
     }
 
     pub async fn metrics(&self) -> anyhow::Result<String> {
@@ -187,7 +183,7 @@ impl AppClient {
         Ok(Snapshot {
             counters: counters_from_stats(&stats),
             db_queries: metric_sum(&metrics, "db_query_duration_seconds_count"),
-            evicted_keys: stats.pointer("/redis/evicted_keys").and_then(Value::as_u64),
+            evicted_keys: stats.redis.info.evicted_keys,
             rss_bytes: metric_sum(&metrics, "process_resident_memory_bytes"),
             cpu_seconds: self.pid.and_then(process_cpu_seconds),
             stats,
@@ -298,6 +294,11 @@ mod tests {
 
     use super::*;
 
+    /// `/api/stats` as the bench reads it.
+    fn stats(body: Value) -> Stats {
+        serde_json::from_value(body).expect("stats JSON")
+    }
+
     const METRICS: &str = "\
 # HELP db_query_duration_seconds PostgreSQL query duration
 # TYPE db_query_duration_seconds histogram
@@ -328,26 +329,27 @@ process_resident_memory_bytes 2.5165824e7
 
     #[test]
     fn l1_state_comes_from_the_stats() {
-        assert_eq!(L1State::from_stats(&json!({"hits": 1})), L1State::Absent);
-        assert_eq!(L1State::from_stats(&json!({"l1": null})), L1State::Off);
-        assert_eq!(L1State::from_stats(&json!({"l1": {"enabled": true, "active": false}})), L1State::Off);
-        assert_eq!(L1State::from_stats(&json!({"l1": {"enabled": false}})), L1State::Off);
-        assert_eq!(L1State::from_stats(&json!({"l1": {"enabled": true, "entries": 3}})), L1State::On);
-        assert_eq!(L1State::from_stats(&json!({"l1": {"hits": 3}})), L1State::On);
+        assert_eq!(L1State::from_stats(&stats(json!({"hits": 1}))), L1State::Absent);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": null}))), L1State::Off);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": {"enabled": true, "active": false}}))), L1State::Off);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": {"enabled": false}}))), L1State::Off);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": {"enabled": true, "entries": 3}}))), L1State::On);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": {"hits": 3}}))), L1State::On);
     }
 
     #[test]
     fn patterns_list_what_is_switched_on() {
-        let stats =
-            json!({"patterns": {"l1": false, "single_flight": true, "ttl_jitter_pct": 10, "warm_interval_secs": 0}});
-        assert_eq!(patterns(&stats).as_deref(), Some("single_flight, ttl_jitter_pct=10"));
-        assert_eq!(patterns(&json!({"patterns": {"l1": false}})).as_deref(), Some("none"));
-        assert_eq!(patterns(&json!({})), None);
+        let on = stats(
+            json!({"patterns": {"l1": false, "single_flight": true, "ttl_jitter_pct": 10, "warm_interval_secs": 0}}),
+        );
+        assert_eq!(patterns(&on).as_deref(), Some("single_flight, ttl_jitter_pct=10"));
+        assert_eq!(patterns(&stats(json!({"patterns": {"l1": false}}))).as_deref(), Some("none"));
+        assert_eq!(patterns(&stats(json!({}))), None);
     }
 
     #[test]
     fn counters_are_read_from_the_stats() {
-        let stats = json!({"hits": 9, "misses": 1, "bypasses": 4, "errors": 0, "hit_rate": 0.9});
-        assert_eq!(counters_from_stats(&stats), Counters { hits: 9, misses: 1, errors: 0, bypasses: 4 });
+        let body = stats(json!({"hits": 9, "misses": 1, "bypasses": 4, "errors": 0, "hit_rate": 0.9}));
+        assert_eq!(counters_from_stats(&body), Counters { hits: 9, misses: 1, errors: 0, bypasses: 4 });
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use moka::sync::Cache as Moka;
-use serde::Serialize;
 
 use super::keys::{CacheKey, Keyspace, Scope};
 use crate::metrics::Metrics;
@@ -22,15 +21,6 @@ pub struct L1 {
     /// False while this replica cannot hear invalidations from the others: then L1 is bypassed.
     active: AtomicBool,
     keyspace: Keyspace,
-}
-
-#[derive(Debug, Serialize)]
-pub struct L1Stats {
-    pub enabled: bool,
-    pub active: bool,
-    pub entries: u64,
-    pub ttl_ms: u64,
-    pub max_entries: u64,
 }
 
 impl L1 {
@@ -101,9 +91,9 @@ impl L1 {
         self.active.store(active, Ordering::Release);
     }
 
-    pub fn stats(&self) -> L1Stats {
+    pub fn stats(&self) -> cache_demo_api::L1 {
         self.entries.run_pending_tasks();
-        L1Stats {
+        cache_demo_api::L1 {
             enabled: true,
             active: self.is_active(),
             entries: self.entries.entry_count(),

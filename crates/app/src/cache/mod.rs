@@ -49,10 +49,8 @@ use self::flight::Flights;
 pub use self::invalidate::Invalidation;
 pub use self::keys::{CacheKey, Keyspace, Scope, normalize_term};
 use self::l1::L1;
-pub use self::l1::L1Stats;
 pub use self::options::CacheOptions;
 pub use self::outcome::{Cached, Level, Outcome, Primed};
-pub use self::stats::CounterSnapshot;
 use self::stats::Stats;
 use crate::metrics::Metrics;
 
@@ -106,7 +104,7 @@ impl Cache {
         &self.inner.opts
     }
 
-    pub fn l1_stats(&self) -> Option<L1Stats> {
+    pub fn l1_stats(&self) -> Option<cache_demo_api::L1> {
         self.inner.l1.as_ref().map(|l1| l1.stats())
     }
 
@@ -123,7 +121,7 @@ impl Cache {
     }
 
     /// Hits, misses, bypasses and errors since start or the last flush.
-    pub fn counters(&self) -> CounterSnapshot {
+    pub fn counters(&self) -> cache_demo_api::Counters {
         self.inner.stats.snapshot()
     }
 }

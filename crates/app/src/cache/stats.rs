@@ -2,8 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use cache_demo_api::Counters;
 use prometheus::IntCounter;
-use serde::Serialize;
 
 use super::endpoint::{ByEndpoint, Endpoint};
 use super::outcome::Outcome;
@@ -45,16 +45,6 @@ pub(super) struct Stats {
     requests: ByEndpoint<ByOutcome<IntCounter>>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct CounterSnapshot {
-    pub hits: u64,
-    pub misses: u64,
-    pub bypasses: u64,
-    pub errors: u64,
-    /// hits / (hits + misses + errors); `None` before the first cacheable request.
-    pub hit_rate: Option<f64>,
-}
-
 impl Stats {
     pub(super) fn new(metrics: &Metrics) -> Self {
         let requests =
@@ -74,13 +64,13 @@ impl Stats {
         }
     }
 
-    pub(super) fn snapshot(&self) -> CounterSnapshot {
+    pub(super) fn snapshot(&self) -> Counters {
         let c = &self.counters;
         let hits = c.hits.load(Ordering::Relaxed);
         let misses = c.misses.load(Ordering::Relaxed);
         let errors = c.errors.load(Ordering::Relaxed);
         let lookups = hits + misses + errors;
-        CounterSnapshot {
+        Counters {
             hits,
             misses,
             bypasses: c.bypasses.load(Ordering::Relaxed),

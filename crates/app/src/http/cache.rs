@@ -3,16 +3,14 @@
 //! can never reach other keys. With `ADMIN_TOKEN` set, the admin routes and the flush need
 //! `Authorization: Bearer <token>` (the [`Admin`] extractor).
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cache_demo_api::{Info, Patterns, Redis, Stats};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::extract::{Admin, ApiQuery};
-use crate::cache::{CounterSnapshot, L1Stats};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -27,81 +25,45 @@ pub fn router() -> Router<AppState> {
 pub const MAX_KEYS: usize = 1000;
 const DEFAULT_KEYS: usize = 100;
 
-#[derive(Serialize)]
-struct Stats {
-    #[serde(flatten)]
-    counters: CounterSnapshot,
-    /// Keys under this app's prefix (SCAN); null when Redis is unavailable.
-    keys: Option<usize>,
-    key_prefix: String,
-    ttl_secs: HashMap<&'static str, u64>,
-    db_delay_ms: u64,
-    uptime_secs: u64,
-    redis: Value,
-    /// The in-process L1, when enabled.
-    l1: Option<L1Stats>,
-    /// Which caching patterns are switched on.
-    patterns: Value,
-}
-
-/// `INFO` fields shown in the stats (numbers as numbers).
-const INFO_FIELDS: &[&str] = &[
-    "redis_version",
-    "used_memory",
-    "used_memory_human",
-    "used_memory_peak_human",
-    "maxmemory",
-    "maxmemory_human",
-    "maxmemory_policy",
-    "evicted_keys",
-    "expired_keys",
-    "keyspace_hits",
-    "keyspace_misses",
-];
-
 /// `GET /api/stats`: the dashboard's numbers.
 async fn stats(State(state): State<AppState>) -> Json<Stats> {
     let cache = &state.cache;
     let (keys, info) = tokio::join!(cache.scan_keys(), cache.info());
-    let circuit = cache.redis().breaker_state().label();
+    let circuit = cache.redis().breaker_state().label().to_owned();
     let redis = match info {
         Ok(pairs) => {
-            let mut obj = serde_json::Map::new();
-            obj.insert("available".into(), Value::Bool(true));
-            obj.insert("circuit".into(), Value::from(circuit));
-            for (k, v) in pairs.into_iter().filter(|(k, _)| INFO_FIELDS.contains(&k.as_str())) {
-                let value = v.parse::<u64>().map(Value::from).unwrap_or(Value::String(v));
-                obj.insert(k, value);
+            let mut info = Info::default();
+            for (k, v) in &pairs {
+                info.set(k, v);
             }
-            Value::Object(obj)
+            Redis { available: true, circuit, error: None, info }
         }
-        Err(e) => json!({ "available": false, "circuit": circuit, "error": e.to_string() }),
+        Err(e) => Redis { available: false, circuit, error: Some(e.to_string()), info: Info::default() },
     };
     let opts = cache.options();
     let config = &state.config;
-    let patterns = json!({
-        "single_flight": opts.single_flight,
-        "stampede_lock": opts.stampede_lock,
-        "ttl_jitter_pct": opts.ttl_jitter_pct,
-        "circuit_breaker": cache.redis().breaker_enabled(),
-        "l1": opts.l1.is_some(),
-        "write_through": config.write_through,
-        "warm_on_start": config.warm_on_start,
-        "warm_interval_secs": config.warm_interval_secs,
-        "invalidation_subscribed": cache.invalidation_subscribed(),
-        "admin_token_required": config.admin_token.as_deref().is_some_and(|t| !t.is_empty()),
-    });
-    let ttl_secs = opts.ttls.iter().map(|(e, ttl)| (e.label(), ttl.as_secs())).collect();
+    let patterns = Patterns {
+        single_flight: opts.single_flight,
+        stampede_lock: opts.stampede_lock,
+        ttl_jitter_pct: opts.ttl_jitter_pct,
+        circuit_breaker: cache.redis().breaker_enabled(),
+        l1: opts.l1.is_some(),
+        write_through: config.write_through,
+        warm_on_start: config.warm_on_start,
+        warm_interval_secs: config.warm_interval_secs,
+        invalidation_subscribed: cache.invalidation_subscribed(),
+        admin_token_required: config.admin_token.as_deref().is_some_and(|t| !t.is_empty()),
+    };
     Json(Stats {
         counters: cache.counters(),
         keys: keys.ok().map(|k| k.len()),
         key_prefix: cache.keyspace().prefix().to_owned(),
-        ttl_secs,
+        ttl_secs: opts.ttls.iter().map(|(e, ttl)| (e.label().to_owned(), ttl.as_secs())).collect(),
         db_delay_ms: state.db.delay().as_millis() as u64,
         uptime_secs: state.started.elapsed().as_secs(),
         redis,
-        l1: cache.l1_stats(),
-        patterns,
+        l1: Some(cache.l1_stats()),
+        patterns: Some(patterns),
     })
 }
 
