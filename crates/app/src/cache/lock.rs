@@ -2,15 +2,13 @@
 //! others wait, bounded, for its value to appear in Redis. The lock is a short-lived `SET NX PX` key
 //! ([`Keyspace::lock`](super::keys::Keyspace::lock)) released only by its owner.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Serialize;
 
 use super::Cache;
 use super::keys::CacheKey;
-use super::read::{FillMode, Generation, Loaded};
+use super::read::{FillMode, Generation, Load, Loaded};
 use super::scripts::Token;
 use crate::error::Result;
 
@@ -20,18 +18,13 @@ const POLL: Duration = Duration::from_millis(10);
 impl Cache {
     /// A miss under generation `token` with the stampede lock on: load and store while holding the lock, or
     /// wait for the replica that holds it.
-    pub(super) async fn load_under_lock<T, F, Fut>(
+    pub(super) async fn load_under_lock<L: Load>(
         &self,
         key: &CacheKey,
         full: &str,
         token: &str,
-        load: F,
-    ) -> Result<Loaded>
-    where
-        T: Serialize,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
+        load: L,
+    ) -> Result<Loaded> {
         let generation = Generation::Token(token);
         let lock_key = self.inner.keyspace.lock(key);
         let owner = Token::new();

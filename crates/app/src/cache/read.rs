@@ -15,6 +15,22 @@ use super::scripts::{FILL, Token};
 use super::{Cache, ttl};
 use crate::error::{Error, Result};
 
+/// A database load: a closure that returns the future of a serializable value.
+pub trait Load: FnOnce() -> Self::Loading {
+    type Loading: Future<Output = Result<Self::Value>>;
+    type Value: Serialize;
+}
+
+impl<F, Fut, T> Load for F
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+    T: Serialize,
+{
+    type Loading = Fut;
+    type Value = T;
+}
+
 /// What the lookup script found.
 enum Lookup {
     Hit(Bytes),
@@ -74,12 +90,7 @@ impl Cache {
     /// Cache-aside: the entry from L1 (when on) or Redis, else `load` from PostgreSQL and store it. With
     /// `bypass`, only `load`. Redis failures never fail the request: the value is loaded and the outcome is
     /// `Error`.
-    pub async fn get_or_load<T, F, Fut>(&self, key: &CacheKey, bypass: bool, load: F) -> Result<Cached>
-    where
-        T: Serialize,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
+    pub async fn get_or_load<L: Load>(&self, key: &CacheKey, bypass: bool, load: L) -> Result<Cached> {
         if bypass {
             let (data, db_time) = load_json(load).await?;
             let cached = Cached { data, outcome: Outcome::Bypass, redis_time: None, db_time: Some(db_time) };
@@ -129,12 +140,7 @@ impl Cache {
 
     /// Stores the value of `key` unless it is cached already: for warming and write-through. The same
     /// generation check as a normal miss applies, and nothing is counted as a request.
-    pub async fn prime<T, F, Fut>(&self, key: &CacheKey, load: F) -> Result<Primed>
-    where
-        T: Serialize,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
+    pub async fn prime<L: Load>(&self, key: &CacheKey, load: L) -> Result<Primed> {
         let full = self.inner.keyspace.full(key);
         match self.lookup(key, &full).await {
             Ok(Lookup::Hit(data)) => Ok(Primed::AlreadyCached(data)),
@@ -174,18 +180,13 @@ impl Cache {
     }
 
     /// A miss: share a concurrent load of the same key and generation when single-flight is on, else lead.
-    async fn load_on_miss<T, F, Fut>(
+    async fn load_on_miss<L: Load>(
         &self,
         key: &CacheKey,
         full: &str,
         generation: Generation<'_>,
-        load: F,
-    ) -> Result<Loaded>
-    where
-        T: Serialize,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
+        load: L,
+    ) -> Result<Loaded> {
         if !self.inner.opts.single_flight {
             return self.lead(key, full, generation, load).await;
         }
@@ -209,12 +210,7 @@ impl Cache {
     }
 
     /// The one load of a key in this process; with the stampede lock, the one load across replicas.
-    async fn lead<T, F, Fut>(&self, key: &CacheKey, full: &str, generation: Generation<'_>, load: F) -> Result<Loaded>
-    where
-        T: Serialize,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
+    async fn lead<L: Load>(&self, key: &CacheKey, full: &str, generation: Generation<'_>, load: L) -> Result<Loaded> {
         match generation {
             Generation::Token(token) if self.inner.opts.stampede_lock => {
                 self.load_under_lock(key, full, token, load).await
@@ -224,19 +220,14 @@ impl Cache {
     }
 
     /// Loads from PostgreSQL and stores the value under `generation` (nothing when it is unknown).
-    pub(super) async fn load_and_fill<T, F, Fut>(
+    pub(super) async fn load_and_fill<L: Load>(
         &self,
         key: &CacheKey,
         full: &str,
         generation: Generation<'_>,
-        load: F,
+        load: L,
         mode: FillMode,
-    ) -> Result<Loaded>
-    where
-        T: Serialize,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
+    ) -> Result<Loaded> {
         let (data, db_time) = load_json(load).await?;
         let stored = match (generation, mode) {
             (Generation::Unknown, _) => false,
@@ -295,12 +286,7 @@ impl Cache {
 }
 
 /// Runs the query and serializes its result, timed.
-async fn load_json<T, F, Fut>(load: F) -> Result<(Bytes, Duration)>
-where
-    T: Serialize,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
+async fn load_json<L: Load>(load: L) -> Result<(Bytes, Duration)> {
     let started = Instant::now();
     let value = load().await?;
     let db_time = started.elapsed();
