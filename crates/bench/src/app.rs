@@ -2,7 +2,7 @@
 //! readiness; and starting it as a child process for `make bench`.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -131,7 +131,8 @@ fn process_cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// `utime` + `stime` of a `/proc/<pid>/stat` line (parsed by `procfs`), in seconds.
-pub fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
+#[cfg(test)]
+fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
     use procfs::FromRead;
     Some(cpu_seconds(&procfs::process::Stat::from_read(stat.as_bytes()).ok()?))
 }
@@ -231,7 +232,6 @@ impl AppClient {
 pub struct SpawnedApp {
     child: tokio::process::Child,
     pub addr: SocketAddr,
-    pub log: PathBuf,
 }
 
 impl SpawnedApp {
@@ -258,7 +258,7 @@ impl SpawnedApp {
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
-        Ok(SpawnedApp { child, addr, log: log.to_owned() })
+        Ok(SpawnedApp { child, addr })
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within a few seconds.
