@@ -30,6 +30,10 @@ pub enum Error {
     #[error("redis unavailable")]
     CacheUnavailable { reason: String, key: Option<String> },
 
+    /// The request took longer than the app allows any request.
+    #[error("request timed out")]
+    Timeout,
+
     /// A known path with a method it does not take.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -70,6 +74,7 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::CacheUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,7 +90,11 @@ impl Error {
                 json!("PostgreSQL is not reachable; cached entries are still served")
             }
             Error::CacheUnavailable { reason, .. } => Value::String(reason.clone()),
-            Error::NotFound(_) | Error::Database(_) | Error::Unauthorized | Error::MethodNotAllowed => Value::Null,
+            Error::NotFound(_)
+            | Error::Database(_)
+            | Error::Unauthorized
+            | Error::MethodNotAllowed
+            | Error::Timeout => Value::Null,
         }
     }
 }
@@ -201,6 +210,13 @@ mod tests {
         assert_eq!(field_of_serde_error("missing field `sku` at line 1 column 2"), "sku");
         assert_eq!(field_of_serde_error("price: invalid type: string \"x\", expected f64"), "price");
         assert_eq!(field_of_serde_error("invalid type: map, expected a string"), "body");
+    }
+
+    #[test]
+    fn routing_errors_have_their_status() {
+        assert_eq!(Error::Timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(Error::MethodNotAllowed.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(Error::Timeout.to_string(), "request timed out");
     }
 
     #[test]

@@ -14,11 +14,11 @@ mod respond;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use tower_http::timeout::TimeoutLayer;
+use tower::ServiceBuilder;
 
 use crate::cache::Outcome;
 use crate::error::Error;
@@ -37,7 +37,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), record))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async { Error::Timeout }))
+                .timeout(REQUEST_TIMEOUT),
+        )
         .with_state(state)
 }
 
