@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{BreakerConfig, ByEndpoint, Cache, CacheOptions, Keyspace, RedisClient};
+use crate::cache::{BreakerConfig, ByEndpoint, Cache, CacheOptions, Keyspace, L1Options, RedisClient};
 use crate::config::Config;
 use crate::db::{Db, DbOptions};
 use crate::metrics::Metrics;
@@ -61,7 +61,10 @@ impl AppState {
             single_flight_wait: Duration::from_millis(config.single_flight_wait_ms),
             stampede_lock: config.stampede_lock,
             stampede_lock_ttl: Duration::from_millis(config.stampede_lock_ttl_ms),
-            l1: config.l1_enabled.then(|| (config.l1_max_entries, Duration::from_millis(config.l1_ttl_ms))),
+            l1: config.l1_enabled.then(|| L1Options {
+                max_entries: config.l1_max_entries,
+                ttl: Duration::from_millis(config.l1_ttl_ms),
+            }),
             invalidation_ack_timeout: Duration::from_millis(config.invalidation_ack_timeout_ms),
         };
         let cache = Cache::new(redis, Keyspace::new(&config.cache_prefix), opts, metrics.clone());

@@ -16,8 +16,8 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::RedisClient;
-use super::keys::{ALL_SCOPES, Keyspace, Scope, format_scopes, parse_scopes};
+use super::connection::{CacheError, RedisClient};
+use super::keys::{ALL_SCOPES, Dropped, Keyspace, parse_scopes};
 use super::l1::L1;
 use crate::metrics::Metrics;
 
@@ -147,14 +147,13 @@ impl Bus {
         }
     }
 
-    /// Publishes an invalidation and waits (bounded) for every subscribed replica to acknowledge it.
-    /// `None` for scopes means everything (a flush).
-    pub async fn announce(&self, scopes: Option<&[Scope]>) -> Option<Announced> {
+    /// Publishes an invalidation and waits (bounded) for every subscribed replica to acknowledge it; an error
+    /// when it could not be published.
+    pub async fn announce(&self, dropped: Dropped<'_>) -> Result<Announced, CacheError> {
         let id = format!("{:016x}", rand::random::<u64>());
         let (tx, mut rx) = watch::channel(0i64);
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), tx);
-        let text = scopes.map_or_else(|| ALL_SCOPES.to_owned(), format_scopes);
-        let message = format!("{id} {} {text}", self.instance);
+        let message = format!("{id} {} {}", self.instance, dropped.wire());
         let channel = &self.channel;
         let published: Result<i64, _> = self
             .redis
@@ -181,9 +180,9 @@ impl Bus {
                 } else {
                     0
                 };
-                Some(Announced { replicas, acknowledged })
+                Ok(Announced { replicas, acknowledged })
             }
-            Err(_) => None,
+            Err(e) => Err(e),
         };
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         result

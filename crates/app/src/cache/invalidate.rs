@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::bus::Announced;
-use super::keys::{CacheKey, Scope};
+use super::keys::{CacheKey, Dropped, Scope};
 use super::scripts::Token;
 use super::{Cache, CacheError};
 
@@ -18,7 +18,8 @@ pub struct Invalidation {
     pub keys: Vec<String>,
     /// False when Redis could not be reached: entries may stay until their TTL ends.
     pub complete: bool,
-    /// Replicas told to drop the entries from their L1, and how many confirmed.
+    /// Replicas told to drop the entries from their L1, and how many confirmed; absent when the message
+    /// could not be published.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Announced>,
 }
@@ -94,7 +95,7 @@ impl Cache {
         }
         result.keys.truncate(MAX_KEYS_LISTED);
         if result.complete {
-            result.replicas = self.inner.bus.announce(Some(scopes)).await;
+            result.replicas = self.inner.bus.announce(Dropped::Scopes(scopes)).await.ok();
         }
         self.count_removed(Reason::Write, result.count);
         if !result.complete {
@@ -124,7 +125,7 @@ impl Cache {
         if let Some(l1) = &self.inner.l1 {
             l1.reset(l1.is_active());
         }
-        self.inner.bus.announce(None).await;
+        let _ = self.inner.bus.announce(Dropped::Everything).await;
         self.count_removed(reason, removed);
     }
 

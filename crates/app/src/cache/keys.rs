@@ -41,6 +41,25 @@ const CATALOG_FIELD: &str = "catalog";
 /// Scope text of an invalidation message meaning "everything" (a flush).
 pub const ALL_SCOPES: &str = "*";
 
+/// What an invalidation message tells replicas to drop from their L1.
+#[derive(Debug, Clone, Copy)]
+pub enum Dropped<'a> {
+    /// The entries of these scopes (a write).
+    Scopes(&'a [Scope]),
+    /// Everything (a flush, an admin delete).
+    Everything,
+}
+
+impl Dropped<'_> {
+    /// The scopes part of the message: `product:42,catalog`, or `*` for everything.
+    pub fn wire(self) -> String {
+        match self {
+            Dropped::Scopes(scopes) => format_scopes(scopes),
+            Dropped::Everything => ALL_SCOPES.to_owned(),
+        }
+    }
+}
+
 /// The scopes of an invalidation message: `product:42,catalog`.
 pub fn format_scopes(scopes: &[Scope]) -> String {
     scopes.iter().map(Scope::field).collect::<Vec<_>>().join(",")
@@ -297,6 +316,8 @@ mod tests {
         assert_eq!(format_scopes(&scopes), "product:42,catalog");
         assert_eq!(parse_scopes("product:42,catalog"), scopes);
         assert_eq!(parse_scopes("product:x,bogus,catalog"), vec![Scope::Catalog]);
+        assert_eq!(Dropped::Scopes(&scopes).wire(), "product:42,catalog");
+        assert_eq!(Dropped::Everything.wire(), ALL_SCOPES);
     }
 
     #[test]

@@ -49,7 +49,7 @@ use self::flight::Flights;
 pub use self::invalidate::Invalidation;
 pub use self::keys::{CacheKey, Keyspace, Scope, normalize_term};
 use self::l1::L1;
-pub use self::options::CacheOptions;
+pub use self::options::{CacheOptions, L1Options};
 pub use self::outcome::{Cached, Level, Outcome, Primed};
 use self::stats::Stats;
 use crate::metrics::Metrics;
@@ -76,7 +76,7 @@ struct Inner {
 
 impl Cache {
     pub fn new(redis: Arc<RedisClient>, keyspace: Keyspace, opts: CacheOptions, metrics: Metrics) -> Self {
-        let l1 = opts.l1.map(|(max, ttl)| Arc::new(L1::new(max, ttl, keyspace.clone(), metrics.clone())));
+        let l1 = opts.l1.map(|o| Arc::new(L1::new(o.max_entries, o.ttl, keyspace.clone(), metrics.clone())));
         let bus = Bus::new(redis.clone(), &keyspace, l1.clone(), opts.invalidation_ack_timeout, metrics.clone());
         Cache {
             inner: Arc::new(Inner {

@@ -13,7 +13,14 @@ pub struct CacheOptions {
     pub single_flight_wait: Duration,
     pub stampede_lock: bool,
     pub stampede_lock_ttl: Duration,
-    /// `Some((max entries, ttl))` turns the L1 on.
-    pub l1: Option<(u64, Duration)>,
+    /// `Some` turns the L1 on.
+    pub l1: Option<L1Options>,
     pub invalidation_ack_timeout: Duration,
+}
+
+/// The in-process L1's size and entry lifetime.
+#[derive(Debug, Clone, Copy)]
+pub struct L1Options {
+    pub max_entries: u64,
+    pub ttl: Duration,
 }
