@@ -14,11 +14,9 @@ mod respond;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use tower::ServiceBuilder;
+use axum::response::{IntoResponse, Response};
 
 use crate::cache::Outcome;
 use crate::error::Error;
@@ -37,21 +35,21 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), record))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async { Error::Timeout }))
-                .timeout(REQUEST_TIMEOUT),
-        )
         .with_state(state)
 }
 
-/// Records `http_request_duration_seconds{route, method, status, source}` and the recent-requests list.
+/// Bounds every request by [`REQUEST_TIMEOUT`] (past it: [`Error::Timeout`]), and records
+/// `http_request_duration_seconds{route, method, status, source}` and the recent-requests list. The time limit
+/// lives here rather than in a layer of its own: an axum error-handling layer boxes every request's future
+/// and clones the inner service, allocations that the hit path would pay on every request.
 async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let listed = crate::recent::Recent::wants(request.uri().path()).then(|| request.uri().clone());
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
-    let response = next.run(request).await;
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
+        .await
+        .unwrap_or_else(|_| Error::Timeout.into_response());
     let outcome = response.extensions().get::<Outcome>().copied();
     let source = outcome.map_or("none", |o| o.source());
     let elapsed = started.elapsed();
