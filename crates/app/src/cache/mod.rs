@@ -51,6 +51,7 @@ pub use self::keys::{CacheKey, Keyspace, Scope, normalize_term};
 use self::l1::L1;
 pub use self::options::{CacheOptions, L1Options};
 pub use self::outcome::{Cached, Level, Outcome, Primed};
+pub use self::read::Via;
 use self::stats::Stats;
 use crate::metrics::Metrics;
 

@@ -31,6 +31,13 @@ where
     type Value = T;
 }
 
+/// How a read goes: through the cache, or (`?cache=off`) to PostgreSQL only, storing nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Cache,
+    DatabaseOnly,
+}
+
 /// What the lookup script found.
 enum Lookup {
     Hit(Bytes),
@@ -87,11 +94,11 @@ impl Loaded {
 }
 
 impl Cache {
-    /// Cache-aside: the entry from L1 (when on) or Redis, else `load` from PostgreSQL and store it. With
-    /// `bypass`, only `load`. Redis failures never fail the request: the value is loaded and the outcome is
-    /// `Error`.
-    pub async fn get_or_load<L: Load>(&self, key: &CacheKey, bypass: bool, load: L) -> Result<Cached> {
-        if bypass {
+    /// Cache-aside: the entry from L1 (when on) or Redis, else `load` from PostgreSQL and store it. Via
+    /// `DatabaseOnly`, only `load`. Redis failures never fail the request: the value is loaded and the outcome
+    /// is `Error`.
+    pub async fn get_or_load<L: Load>(&self, key: &CacheKey, via: Via, load: L) -> Result<Cached> {
+        if via == Via::DatabaseOnly {
             let (data, db_time) = load_json(load).await?;
             let cached = Cached { data, outcome: Outcome::Bypass, redis_time: None, db_time: Some(db_time) };
             return Ok(self.record(key, cached));

@@ -8,8 +8,8 @@ pub mod params;
 
 use serde::Serialize;
 
-pub use self::params::{CacheParam, ListParams, TargetParams, parse_bypass, parse_id};
-use crate::cache::{CacheKey, Cached, Primed};
+pub use self::params::{CacheParam, ListParams, TargetParams, parse_id, parse_via};
+use crate::cache::{CacheKey, Cached, Primed, Via};
 use crate::db::{CategoryStats, ProductDetail, ProductSummary, TopProduct};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -60,9 +60,9 @@ impl Target {
         })
     }
 
-    /// Cache-aside fetch (or database only with `bypass`).
-    pub async fn fetch(&self, state: &AppState, bypass: bool) -> Result<Cached> {
-        state.cache.get_or_load(&self.key(), bypass, || self.load(state)).await
+    /// Cache-aside fetch, or from the database only.
+    pub async fn fetch(&self, state: &AppState, via: Via) -> Result<Cached> {
+        state.cache.get_or_load(&self.key(), via, || self.load(state)).await
     }
 
     /// Puts the value in the cache if it is not there (warming, write-through); not counted as a request.

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::Target;
-use crate::cache::{Endpoint, normalize_term};
+use crate::cache::{Endpoint, Via, normalize_term};
 use crate::error::{Error, Result};
 
 pub const DEFAULT_SEARCH_LIMIT: u32 = 20;
@@ -115,10 +115,10 @@ fn parse_query(raw: Option<&str>) -> Result<String> {
 }
 
 /// `cache=off` bypasses the cache; `cache=on` or no parameter uses it.
-pub fn parse_bypass(raw: Option<&str>) -> Result<bool> {
+pub fn parse_via(raw: Option<&str>) -> Result<Via> {
     match raw {
-        None | Some("on") => Ok(false),
-        Some("off") => Ok(true),
+        None | Some("on") => Ok(Via::Cache),
+        Some("off") => Ok(Via::DatabaseOnly),
         Some(other) => Err(Error::bad_request(format!("cache must be \"on\" or \"off\", got {other:?}"))),
     }
 }
@@ -191,9 +191,9 @@ mod tests {
     }
 
     #[test]
-    fn bypass() {
-        assert_eq!(parse_bypass(None).ok(), Some(false));
-        assert_eq!(parse_bypass(Some("off")).ok(), Some(true));
-        assert!(parse_bypass(Some("maybe")).is_err());
+    fn cache_off_reads_the_database_only() {
+        assert_eq!(parse_via(None).ok(), Some(Via::Cache));
+        assert_eq!(parse_via(Some("off")).ok(), Some(Via::DatabaseOnly));
+        assert!(parse_via(Some("maybe")).is_err());
     }
 }

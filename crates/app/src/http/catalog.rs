@@ -8,7 +8,7 @@ use axum::routing::get;
 
 use super::extract::ApiQuery;
 use super::respond::CachedResponse;
-use crate::catalog::{CacheParam, ListParams, Target, parse_bypass};
+use crate::catalog::{CacheParam, ListParams, Target, parse_via};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -18,8 +18,8 @@ pub fn router() -> Router<AppState> {
 
 async fn categories(State(state): State<AppState>, ApiQuery(p): ApiQuery<CacheParam>) -> Result<CachedResponse> {
     let started = Instant::now();
-    let bypass = parse_bypass(p.cache.as_deref())?;
-    CachedResponse::fetch(&state, &Target::Categories, bypass, started).await
+    let via = parse_via(p.cache.as_deref())?;
+    CachedResponse::fetch(&state, &Target::Categories, via, started).await
 }
 
 async fn top_products(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Result<CachedResponse> {
@@ -27,6 +27,6 @@ async fn top_products(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListP
     if p.q.is_some() {
         return Err(Error::bad_request("top-products takes no q parameter"));
     }
-    let bypass = parse_bypass(p.cache.as_deref())?;
-    CachedResponse::fetch(&state, &Target::top(p.limit.as_deref())?, bypass, started).await
+    let via = parse_via(p.cache.as_deref())?;
+    CachedResponse::fetch(&state, &Target::top(p.limit.as_deref())?, via, started).await
 }

@@ -14,7 +14,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::respond::CachedResponse;
 use crate::cache::{Invalidation, Primed, Scope};
 use crate::catalog::input::{CreateBody, UpdateBody};
-use crate::catalog::{CacheParam, ListParams, Target, parse_bypass, parse_id};
+use crate::catalog::{CacheParam, ListParams, Target, parse_id, parse_via};
 use crate::db::Product;
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -28,9 +28,9 @@ pub fn router() -> Router<AppState> {
 /// `GET /api/products?q=&limit=`: search (a list without `q`), cached.
 async fn search(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParams>) -> Result<CachedResponse> {
     let started = Instant::now();
-    let bypass = parse_bypass(p.cache.as_deref())?;
+    let via = parse_via(p.cache.as_deref())?;
     let target = Target::search(p.q.as_deref(), p.limit.as_deref())?;
-    CachedResponse::fetch(&state, &target, bypass, started).await
+    CachedResponse::fetch(&state, &target, via, started).await
 }
 
 /// `GET /api/products/{id}`: one product with its review summary, cached.
@@ -41,8 +41,8 @@ async fn product(
 ) -> Result<CachedResponse> {
     let started = Instant::now();
     let target = Target::product(&id)?;
-    let bypass = parse_bypass(p.cache.as_deref())?;
-    CachedResponse::fetch(&state, &target, bypass, started).await
+    let via = parse_via(p.cache.as_deref())?;
+    CachedResponse::fetch(&state, &target, via, started).await
 }
 
 #[derive(Serialize)]

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::cache::{Cached, Outcome};
+use crate::cache::{Cached, Outcome, Via};
 use crate::catalog::Target;
 use crate::error::Result;
 use crate::state::AppState;
@@ -26,10 +26,9 @@ pub struct CachedResponse {
 }
 
 impl CachedResponse {
-    /// Fetches `target` through the cache (or from PostgreSQL only with `bypass`) for a request that
-    /// started at `started`.
-    pub async fn fetch(state: &AppState, target: &Target, bypass: bool, started: Instant) -> Result<Self> {
-        let cached = target.fetch(state, bypass).await?;
+    /// Fetches `target` through the cache or from PostgreSQL only, for a request that started at `started`.
+    pub async fn fetch(state: &AppState, target: &Target, via: Via, started: Instant) -> Result<Self> {
+        let cached = target.fetch(state, via).await?;
         Ok(CachedResponse { cached, started, db_delay: state.db.delay() })
     }
 }
