@@ -80,7 +80,7 @@ impl Bus {
                 backoff = Duration::from_millis(100);
             }
             if let Some(l1) = &self.l1 {
-                l1.reset(false);
+                l1.stop_serving();
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -99,7 +99,7 @@ impl Bus {
         pubsub.subscribe(&[self.channel.as_str(), self.acks.as_str()]).await.map_err(|e| e.to_string())?;
         // Anything published before now was missed: start L1 empty.
         if let Some(l1) = &self.l1 {
-            l1.reset(true);
+            l1.start_serving();
         }
         self.subscribed.store(true, Ordering::Release);
         tracing::info!(channel = %self.channel, "subscribed to cache invalidations");
@@ -124,7 +124,7 @@ impl Bus {
         self.metrics.invalidation_messages.with_label_values(&["received"]).inc();
         if let Some(l1) = &self.l1 {
             if scopes == ALL_SCOPES {
-                l1.reset(true);
+                l1.start_serving();
             } else {
                 l1.invalidate(&parse_scopes(scopes));
             }

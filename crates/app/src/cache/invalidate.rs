@@ -123,7 +123,7 @@ impl Cache {
     /// After keys were removed without scopes: every replica's L1 emptied, the removal counted.
     async fn forget_everywhere(&self, reason: Reason, removed: usize) {
         if let Some(l1) = &self.inner.l1 {
-            l1.reset(l1.is_active());
+            l1.clear();
         }
         let _ = self.inner.bus.announce(Dropped::Everything).await;
         self.count_removed(reason, removed);
