@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::cache::Endpoint;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "cache-demo",
@@ -176,6 +178,17 @@ impl Config {
 
     pub fn db_query_timeout(&self) -> Duration {
         Duration::from_millis(self.db_query_timeout_ms)
+    }
+
+    /// TTL of an endpoint's entries: its own setting, else `CACHE_TTL_SECS`.
+    pub fn cache_ttl(&self, endpoint: Endpoint) -> Duration {
+        let own = match endpoint {
+            Endpoint::Categories => self.cache_ttl_categories_secs,
+            Endpoint::Search => self.cache_ttl_search_secs,
+            Endpoint::TopProducts => self.cache_ttl_top_secs,
+            Endpoint::Product => self.cache_ttl_product_secs,
+        };
+        Duration::from_secs(own.unwrap_or(self.cache_ttl_secs))
     }
 
     /// Defaults for tests and embedding: the given URLs, everything else as documented.

@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::cache::CacheError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request cannot be understood (bad id, bad query parameter, malformed JSON).
@@ -24,9 +26,17 @@ pub enum Error {
     #[error("admin token required: send `Authorization: Bearer <ADMIN_TOKEN>`")]
     Unauthorized,
 
-    /// Redis is needed for this request and is not available.
+    /// Redis is needed for this request and is not available; `key` names the key asked about, if any.
     #[error("redis unavailable")]
-    CacheUnavailable(String),
+    CacheUnavailable { reason: String, key: Option<String> },
+
+    /// The request took longer than the app allows any request.
+    #[error("request timed out")]
+    Timeout,
+
+    /// A known path with a method it does not take.
+    #[error("method not allowed")]
+    MethodNotAllowed,
 
     /// The write conflicts with existing data (a duplicate SKU).
     #[error("{message}")]
@@ -51,13 +61,20 @@ impl Error {
         Error::Invalid { field: field.into(), message: message.into() }
     }
 
+    /// A Redis failure, for routes that cannot answer without Redis.
+    pub fn cache_unavailable(e: CacheError) -> Self {
+        Error::CacheUnavailable { reason: e.to_string(), key: None }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
-            Error::CacheUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::CacheUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,8 +89,12 @@ impl Error {
             Error::DatabaseUnavailable(_) => {
                 json!("PostgreSQL is not reachable; cached entries are still served")
             }
-            Error::CacheUnavailable(reason) => Value::String(reason.clone()),
-            Error::NotFound(_) | Error::Database(_) | Error::Unauthorized => Value::Null,
+            Error::CacheUnavailable { reason, .. } => Value::String(reason.clone()),
+            Error::NotFound(_)
+            | Error::Database(_)
+            | Error::Unauthorized
+            | Error::MethodNotAllowed
+            | Error::Timeout => Value::Null,
         }
     }
 }
@@ -125,7 +146,10 @@ impl IntoResponse for Error {
             Error::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
             _ => {}
         }
-        let body = json!({ "error": self.to_string(), "detail": self.detail() });
+        let mut body = json!({ "error": self.to_string(), "detail": self.detail() });
+        if let Error::CacheUnavailable { key: Some(key), .. } = &self {
+            body["key"] = Value::String(key.clone());
+        }
         if matches!(self, Error::Unauthorized) {
             return (status, [(axum::http::header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
         }
@@ -186,6 +210,13 @@ mod tests {
         assert_eq!(field_of_serde_error("missing field `sku` at line 1 column 2"), "sku");
         assert_eq!(field_of_serde_error("price: invalid type: string \"x\", expected f64"), "price");
         assert_eq!(field_of_serde_error("invalid type: map, expected a string"), "body");
+    }
+
+    #[test]
+    fn routing_errors_have_their_status() {
+        assert_eq!(Error::Timeout.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(Error::MethodNotAllowed.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(Error::Timeout.to_string(), "request timed out");
     }
 
     #[test]

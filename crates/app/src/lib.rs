@@ -1,16 +1,18 @@
 //! cache-demo: a product catalogue in PostgreSQL served through a Redis cache-aside layer.
 
-pub mod cache;
-pub mod catalog;
+// Only `config`, `state` and `telemetry` are used by other crates (the binary, the tests, the bench);
+// everything else is private to the crate, so the compiler reports what nothing uses.
+pub(crate) mod cache;
+pub(crate) mod catalog;
 pub mod config;
-pub mod db;
-pub mod error;
-pub mod http;
-pub mod metrics;
-pub mod recent;
+pub(crate) mod db;
+pub(crate) mod error;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod recent;
 pub mod state;
 pub mod telemetry;
-pub mod warm;
+pub(crate) mod warm;
 
 use std::future::Future;
 

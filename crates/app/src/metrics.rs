@@ -1,8 +1,10 @@
-//! Prometheus metrics: one registry, every metric name defined here once.
+//! Prometheus metrics: one registry, every metric defined and registered here once, by the `prometheus`
+//! registration macros (name, help and labels in one place).
 
-use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Registry, TextEncoder,
+    register_histogram_vec_with_registry, register_histogram_with_registry, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry, register_int_gauge_with_registry,
 };
 
 /// Buckets from 50 µs to 10 s: a cache hit is sub-millisecond, a slow aggregate with an artificial delay is seconds.
@@ -46,116 +48,127 @@ pub struct Metrics {
     pub warmed_keys: IntCounter,
 }
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
-}
+/// Registration cannot fail but for a duplicate name or a bad definition, both fixed here at compile time.
+const DEFINED: &str = "metric defined once with a valid name";
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let cache_requests = IntCounterVec::new(
-            Opts::new("cache_requests_total", "Cacheable requests by endpoint and cache outcome"),
-            &["endpoint", "result"],
-        )
-        .expect("valid metric definition");
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request duration")
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route", "method", "status", "source"],
-        )
-        .expect("valid metric definition");
-        let db_duration = HistogramVec::new(
-            HistogramOpts::new("db_query_duration_seconds", "PostgreSQL query duration, artificial delay included")
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            &["query"],
-        )
-        .expect("valid metric definition");
-        let redis_duration = HistogramVec::new(
-            HistogramOpts::new("redis_command_duration_seconds", "Redis command duration")
-                .buckets(LATENCY_BUCKETS.to_vec()),
-            &["command"],
-        )
-        .expect("valid metric definition");
-        let invalidated_keys = IntCounterVec::new(
-            Opts::new("cache_invalidated_keys_total", "Cache keys removed by writes and flushes"),
-            &["reason"],
-        )
-        .expect("valid metric definition");
-        let redis_up = IntGauge::new("redis_up", "1 while Redis answers, 0 after a failed command")
-            .expect("valid metric definition");
-        let redis_circuit_state =
-            IntGauge::new("redis_circuit_state", "Redis circuit breaker: 0 closed, 1 half-open, 2 open")
-                .expect("valid metric definition");
-        let redis_circuit_transitions =
-            counter_vec("redis_circuit_transitions_total", "Circuit breaker state changes by new state", &["to"]);
-        let coalesced = counter_vec(
-            "cache_coalesced_requests_total",
-            "Misses answered by a concurrent request's database load (single-flight)",
-            &["endpoint"],
-        );
-        let stampede_lock =
-            counter_vec("cache_stampede_lock_total", "Cross-replica stampede lock outcomes", &["result"]);
-        let ttl_seconds = Histogram::with_opts(
-            HistogramOpts::new("cache_ttl_seconds", "TTL given to stored entries, jitter included")
-                .buckets(prometheus::linear_buckets(0.0, 15.0, 25).expect("valid buckets")),
-        )
-        .expect("valid metric definition");
-        let l1_requests = counter_vec("cache_l1_requests_total", "In-process L1 cache lookups", &["result"]);
-        let invalidation_messages =
-            counter_vec("cache_invalidation_messages_total", "Cross-instance invalidation messages", &["direction"]);
-        let invalidation_ack_timeouts = IntCounter::new(
-            "cache_invalidation_ack_timeouts_total",
-            "Writes that did not hear from every replica before the ack timeout",
-        )
-        .expect("valid metric definition");
-        let write_through = counter_vec("cache_write_through_total", "Write-through stores after updates", &["result"]);
-        let warmed_keys = IntCounter::new("cache_warmed_keys_total", "Keys loaded by cache warming")
-            .expect("valid metric definition");
-        let collectors: Vec<Box<dyn Collector>> = vec![
-            Box::new(cache_requests.clone()),
-            Box::new(http_duration.clone()),
-            Box::new(db_duration.clone()),
-            Box::new(redis_duration.clone()),
-            Box::new(invalidated_keys.clone()),
-            Box::new(redis_up.clone()),
-            Box::new(redis_circuit_state.clone()),
-            Box::new(redis_circuit_transitions.clone()),
-            Box::new(coalesced.clone()),
-            Box::new(stampede_lock.clone()),
-            Box::new(ttl_seconds.clone()),
-            Box::new(l1_requests.clone()),
-            Box::new(invalidation_messages.clone()),
-            Box::new(invalidation_ack_timeouts.clone()),
-            Box::new(write_through.clone()),
-            Box::new(warmed_keys.clone()),
-        ];
-        for c in collectors {
-            registry.register(c).expect("metric names are unique");
-        }
+        let r = Registry::new();
+        let latency = |name: &str, help: &str| HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        let metrics = Metrics {
+            cache_requests: register_int_counter_vec_with_registry!(
+                "cache_requests_total",
+                "Cacheable requests by endpoint and cache outcome",
+                &["endpoint", "result"],
+                r
+            )
+            .expect(DEFINED),
+            http_duration: register_histogram_vec_with_registry!(
+                latency("http_request_duration_seconds", "HTTP request duration"),
+                &["route", "method", "status", "source"],
+                r
+            )
+            .expect(DEFINED),
+            db_duration: register_histogram_vec_with_registry!(
+                latency("db_query_duration_seconds", "PostgreSQL query duration, artificial delay included"),
+                &["query"],
+                r
+            )
+            .expect(DEFINED),
+            redis_duration: register_histogram_vec_with_registry!(
+                latency("redis_command_duration_seconds", "Redis command duration"),
+                &["command"],
+                r
+            )
+            .expect(DEFINED),
+            invalidated_keys: register_int_counter_vec_with_registry!(
+                "cache_invalidated_keys_total",
+                "Cache keys removed by writes and flushes",
+                &["reason"],
+                r
+            )
+            .expect(DEFINED),
+            redis_up: register_int_gauge_with_registry!(
+                "redis_up",
+                "1 while Redis answers, 0 after a failed command",
+                r
+            )
+            .expect(DEFINED),
+            redis_circuit_state: register_int_gauge_with_registry!(
+                "redis_circuit_state",
+                "Redis circuit breaker: 0 closed, 1 half-open, 2 open",
+                r
+            )
+            .expect(DEFINED),
+            redis_circuit_transitions: register_int_counter_vec_with_registry!(
+                "redis_circuit_transitions_total",
+                "Circuit breaker state changes by new state",
+                &["to"],
+                r
+            )
+            .expect(DEFINED),
+            coalesced: register_int_counter_vec_with_registry!(
+                "cache_coalesced_requests_total",
+                "Misses answered by a concurrent request's database load (single-flight)",
+                &["endpoint"],
+                r
+            )
+            .expect(DEFINED),
+            stampede_lock: register_int_counter_vec_with_registry!(
+                "cache_stampede_lock_total",
+                "Cross-replica stampede lock outcomes",
+                &["result"],
+                r
+            )
+            .expect(DEFINED),
+            ttl_seconds: register_histogram_with_registry!(
+                HistogramOpts::new("cache_ttl_seconds", "TTL given to stored entries, jitter included")
+                    .buckets(prometheus::linear_buckets(0.0, 15.0, 25).expect("valid buckets")),
+                r
+            )
+            .expect(DEFINED),
+            l1_requests: register_int_counter_vec_with_registry!(
+                "cache_l1_requests_total",
+                "In-process L1 cache lookups",
+                &["result"],
+                r
+            )
+            .expect(DEFINED),
+            invalidation_messages: register_int_counter_vec_with_registry!(
+                "cache_invalidation_messages_total",
+                "Cross-instance invalidation messages",
+                &["direction"],
+                r
+            )
+            .expect(DEFINED),
+            invalidation_ack_timeouts: register_int_counter_with_registry!(
+                "cache_invalidation_ack_timeouts_total",
+                "Writes that did not hear from every replica before the ack timeout",
+                r
+            )
+            .expect(DEFINED),
+            write_through: register_int_counter_vec_with_registry!(
+                "cache_write_through_total",
+                "Write-through stores after updates",
+                &["result"],
+                r
+            )
+            .expect(DEFINED),
+            warmed_keys: register_int_counter_with_registry!(
+                "cache_warmed_keys_total",
+                "Keys loaded by cache warming",
+                r
+            )
+            .expect(DEFINED),
+            registry: r,
+        };
         // process_resident_memory_bytes, process_cpu_seconds_total, ... (Linux only).
         #[cfg(target_os = "linux")]
-        registry
+        metrics
+            .registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("process metrics register once per registry");
-        Metrics {
-            registry,
-            cache_requests,
-            http_duration,
-            db_duration,
-            redis_duration,
-            invalidated_keys,
-            redis_up,
-            redis_circuit_state,
-            redis_circuit_transitions,
-            coalesced,
-            stampede_lock,
-            ttl_seconds,
-            l1_requests,
-            invalidation_messages,
-            invalidation_ack_timeouts,
-            write_through,
-            warmed_keys,
-        }
+        metrics
     }
 
     /// The Prometheus text exposition of every metric.

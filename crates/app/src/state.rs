@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{BreakerConfig, Cache, CacheOptions, Keyspace, RedisClient, Ttls};
+use crate::cache::{BreakerConfig, ByEndpoint, Cache, CacheOptions, Keyspace, L1Options, RedisClient};
 use crate::config::Config;
 use crate::db::{Db, DbOptions};
 use crate::metrics::Metrics;
@@ -16,14 +16,14 @@ use crate::recent::Recent;
 pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
-    pub config: Arc<Config>,
-    pub db: Db,
-    pub cache: Cache,
-    pub metrics: Metrics,
-    pub recent: Recent,
-    pub started: Instant,
+    pub(crate) config: Arc<Config>,
+    pub(crate) db: Db,
+    pub(crate) cache: Cache,
+    pub(crate) metrics: Metrics,
+    pub(crate) recent: Recent,
+    pub(crate) started: Instant,
     /// Cancelled when the server stops; every background task watches it.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -54,21 +54,17 @@ impl AppState {
             metrics.clone(),
         )
         .map_err(|e| anyhow::anyhow!("invalid REDIS_URL: {e}"))?;
-        let secs = |o: Option<u64>| Duration::from_secs(o.unwrap_or(config.cache_ttl_secs));
-        let ttls = Ttls {
-            categories: secs(config.cache_ttl_categories_secs),
-            search: secs(config.cache_ttl_search_secs),
-            top_products: secs(config.cache_ttl_top_secs),
-            product: secs(config.cache_ttl_product_secs),
-        };
         let opts = CacheOptions {
-            ttls,
+            ttls: ByEndpoint::new(|e| config.cache_ttl(e)),
             ttl_jitter_pct: config.cache_ttl_jitter_pct,
             single_flight: config.single_flight,
             single_flight_wait: Duration::from_millis(config.single_flight_wait_ms),
             stampede_lock: config.stampede_lock,
             stampede_lock_ttl: Duration::from_millis(config.stampede_lock_ttl_ms),
-            l1: config.l1_enabled.then(|| (config.l1_max_entries, Duration::from_millis(config.l1_ttl_ms))),
+            l1: config.l1_enabled.then(|| L1Options {
+                max_entries: config.l1_max_entries,
+                ttl: Duration::from_millis(config.l1_ttl_ms),
+            }),
             invalidation_ack_timeout: Duration::from_millis(config.invalidation_ack_timeout_ms),
         };
         let cache = Cache::new(redis, Keyspace::new(&config.cache_prefix), opts, metrics.clone());
@@ -83,6 +79,19 @@ impl AppState {
             started: Instant::now(),
             shutdown,
         })))
+    }
+}
+
+/// What embedding code (the tests, the bench) may ask of a running app.
+impl AppState {
+    /// Whether Redis answers a `PING` now.
+    pub async fn redis_reachable(&self) -> bool {
+        self.cache.ping().await.is_ok()
+    }
+
+    /// Whether this replica hears cross-instance invalidations (its L1 is used only then).
+    pub fn invalidation_subscribed(&self) -> bool {
+        self.cache.invalidation_subscribed()
     }
 }
 

@@ -2,11 +2,12 @@
 //! readiness; and starting it as a child process for `make bench`.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use cache_demo_api::Stats;
 use http::Method;
 use serde::Serialize;
 use serde_json::Value;
@@ -29,29 +30,24 @@ pub enum L1State {
 
 impl L1State {
     /// `l1` missing: absent; `null` or `{"enabled": false}` or `{"active": false}`: off; any other object: on.
-    pub fn from_stats(stats: &Value) -> L1State {
-        match stats.get("l1") {
+    pub fn from_stats(stats: &Stats) -> L1State {
+        match &stats.l1 {
             None => L1State::Absent,
-            Some(Value::Null) => L1State::Off,
-            Some(l1) => {
-                let off = |k: &str| l1.get(k).and_then(Value::as_bool) == Some(false);
-                if off("enabled") || off("active") { L1State::Off } else { L1State::On }
+            Some(None) => L1State::Off,
+            Some(Some(l1)) => {
+                if l1.enabled && l1.active {
+                    L1State::On
+                } else {
+                    L1State::Off
+                }
             }
         }
     }
 }
 
 /// The caching patterns switched on, from `/api/stats` `patterns` (`single_flight, ttl_jitter_pct=10`).
-pub fn patterns(stats: &Value) -> Option<String> {
-    let obj = stats.get("patterns")?.as_object()?;
-    let on: Vec<String> = obj
-        .iter()
-        .filter_map(|(k, v)| match v {
-            Value::Bool(true) => Some(k.clone()),
-            Value::Number(n) if n.as_f64().is_some_and(|n| n != 0.0) => Some(format!("{k}={n}")),
-            _ => None,
-        })
-        .collect();
+pub fn patterns(stats: &Stats) -> Option<String> {
+    let on = stats.patterns.as_ref()?.switched_on();
     Some(if on.is_empty() { "none".to_owned() } else { on.join(", ") })
 }
 
@@ -66,7 +62,7 @@ pub struct Snapshot {
     /// CPU time the app process has used (only for an app the bench started: `/proc/<pid>/stat`; the
     /// app's `process_cpu_seconds_total` counts whole seconds, too coarse for runs of a few seconds).
     pub cpu_seconds: Option<f64>,
-    pub stats: Value,
+    pub stats: Stats,
 }
 
 /// What changed in the app between two snapshots; a run made of several slices adds up the slices' deltas.
@@ -130,23 +126,24 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
 
 /// User + system CPU seconds of a process, from `/proc/<pid>/stat`.
 fn process_cpu_seconds(pid: u32) -> Option<f64> {
-    cpu_seconds_from_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    let stat = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?;
+    Some(cpu_seconds(&stat))
 }
 
-/// `utime` + `stime` (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds. The command name (field 2)
-/// may hold spaces and parentheses, so fields are counted after its last `)`. Linux reports them in
-/// USER_HZ = 100 ticks per second on every architecture.
-pub fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
+/// `utime` + `stime` of a `/proc/<pid>/stat` line (parsed by `procfs`), in seconds.
+#[cfg(test)]
+fn cpu_seconds_from_stat(stat: &str) -> Option<f64> {
+    use procfs::FromRead;
+    Some(cpu_seconds(&procfs::process::Stat::from_read(stat.as_bytes()).ok()?))
 }
 
-fn counters_from_stats(stats: &Value) -> Counters {
-    let n = |k: &str| stats.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Counters { hits: n("hits"), misses: n("misses"), errors: n("errors"), bypasses: n("bypasses") }
+fn cpu_seconds(stat: &procfs::process::Stat) -> f64 {
+    (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
+}
+
+fn counters_from_stats(stats: &Stats) -> Counters {
+    let c = &stats.counters;
+    Counters { hits: c.hits, misses: c.misses, errors: c.errors, bypasses: c.bypasses }
 }
 
 /// The app at `target`, for control calls.
@@ -172,9 +169,9 @@ impl AppClient {
         Ok(String::from_utf8_lossy(&reply.body).into_owned())
     }
 
-    pub async fn stats(&self) -> anyhow::Result<Value> {
+    pub async fn stats(&self) -> anyhow::Result<Stats> {
         let text = self.get("/api/stats").await?;
-        serde_json::from_str(&text).context("GET /api/stats: not JSON")
+        serde_json::from_str(&text).context("GET /api/stats: not the stats JSON")
     }
 
     pub async fn metrics(&self) -> anyhow::Result<String> {
@@ -187,7 +184,7 @@ impl AppClient {
         Ok(Snapshot {
             counters: counters_from_stats(&stats),
             db_queries: metric_sum(&metrics, "db_query_duration_seconds_count"),
-            evicted_keys: stats.pointer("/redis/evicted_keys").and_then(Value::as_u64),
+            evicted_keys: stats.redis.info.evicted_keys,
             rss_bytes: metric_sum(&metrics, "process_resident_memory_bytes"),
             cpu_seconds: self.pid.and_then(process_cpu_seconds),
             stats,
@@ -235,7 +232,6 @@ impl AppClient {
 pub struct SpawnedApp {
     child: tokio::process::Child,
     pub addr: SocketAddr,
-    pub log: PathBuf,
 }
 
 impl SpawnedApp {
@@ -262,7 +258,7 @@ impl SpawnedApp {
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
-        Ok(SpawnedApp { child, addr, log: log.to_owned() })
+        Ok(SpawnedApp { child, addr })
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within a few seconds.
@@ -298,6 +294,11 @@ mod tests {
 
     use super::*;
 
+    /// `/api/stats` as the bench reads it.
+    fn stats(body: Value) -> Stats {
+        serde_json::from_value(body).expect("stats JSON")
+    }
+
     const METRICS: &str = "\
 # HELP db_query_duration_seconds PostgreSQL query duration
 # TYPE db_query_duration_seconds histogram
@@ -318,7 +319,8 @@ process_resident_memory_bytes 2.5165824e7
 
     #[test]
     fn cpu_time_is_read_from_proc_stat() {
-        let stat = "4242 (cache (demo)) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 566 0 0 20 0 4 0 100 0 0";
+        let stat = "4242 (cache (demo)) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 566 0 0 20 0 4 0 100 \
+                    1000000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
         assert_eq!(cpu_seconds_from_stat(stat), Some(18.0));
         assert_eq!(cpu_seconds_from_stat("garbage"), None);
         let own = process_cpu_seconds(std::process::id()).expect("our own stat");
@@ -327,26 +329,27 @@ process_resident_memory_bytes 2.5165824e7
 
     #[test]
     fn l1_state_comes_from_the_stats() {
-        assert_eq!(L1State::from_stats(&json!({"hits": 1})), L1State::Absent);
-        assert_eq!(L1State::from_stats(&json!({"l1": null})), L1State::Off);
-        assert_eq!(L1State::from_stats(&json!({"l1": {"enabled": true, "active": false}})), L1State::Off);
-        assert_eq!(L1State::from_stats(&json!({"l1": {"enabled": false}})), L1State::Off);
-        assert_eq!(L1State::from_stats(&json!({"l1": {"enabled": true, "entries": 3}})), L1State::On);
-        assert_eq!(L1State::from_stats(&json!({"l1": {"hits": 3}})), L1State::On);
+        assert_eq!(L1State::from_stats(&stats(json!({"hits": 1}))), L1State::Absent);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": null}))), L1State::Off);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": {"enabled": true, "active": false}}))), L1State::Off);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": {"enabled": false}}))), L1State::Off);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": {"enabled": true, "entries": 3}}))), L1State::On);
+        assert_eq!(L1State::from_stats(&stats(json!({"l1": {"hits": 3}}))), L1State::On);
     }
 
     #[test]
     fn patterns_list_what_is_switched_on() {
-        let stats =
-            json!({"patterns": {"l1": false, "single_flight": true, "ttl_jitter_pct": 10, "warm_interval_secs": 0}});
-        assert_eq!(patterns(&stats).as_deref(), Some("single_flight, ttl_jitter_pct=10"));
-        assert_eq!(patterns(&json!({"patterns": {"l1": false}})).as_deref(), Some("none"));
-        assert_eq!(patterns(&json!({})), None);
+        let on = stats(
+            json!({"patterns": {"l1": false, "single_flight": true, "ttl_jitter_pct": 10, "warm_interval_secs": 0}}),
+        );
+        assert_eq!(patterns(&on).as_deref(), Some("single_flight, ttl_jitter_pct=10"));
+        assert_eq!(patterns(&stats(json!({"patterns": {"l1": false}}))).as_deref(), Some("none"));
+        assert_eq!(patterns(&stats(json!({}))), None);
     }
 
     #[test]
     fn counters_are_read_from_the_stats() {
-        let stats = json!({"hits": 9, "misses": 1, "bypasses": 4, "errors": 0, "hit_rate": 0.9});
-        assert_eq!(counters_from_stats(&stats), Counters { hits: 9, misses: 1, errors: 0, bypasses: 4 });
+        let body = stats(json!({"hits": 9, "misses": 1, "bypasses": 4, "errors": 0, "hit_rate": 0.9}));
+        assert_eq!(counters_from_stats(&body), Counters { hits: 9, misses: 1, errors: 0, bypasses: 4 });
     }
 }

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cache_demo_api::Stats;
 use clap::{Parser, ValueEnum};
-use serde_json::Value;
 
 use crate::app::{L1State, SpawnedApp};
 use crate::client::Target;
@@ -185,7 +185,8 @@ struct Measured {
     miss_path: Option<MissPath>,
     write_mix: Vec<RunStats>,
     apps: Vec<AppRun>,
-    stats: Value,
+    /// `/api/stats` at the end; `None` when not read.
+    stats: Option<Stats>,
 }
 
 /// Runs what `args` describe and returns the report.
@@ -240,8 +241,8 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         }
     };
 
-    let stats = &measured.stats;
-    let db_delay_ms = stats.get("db_delay_ms").and_then(Value::as_u64);
+    let stats = measured.stats.as_ref();
+    let db_delay_ms = stats.map(|s| s.db_delay_ms);
     if let Some(d) = db_delay_ms.filter(|d| *d > 0) {
         notes.push(format!("`DB_DELAY_MS={d}`: every database query was slowed down on purpose."));
     }
@@ -287,10 +288,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         keys: plan.keys,
         write_ratio: plan.write_ratio,
         db_delay_ms,
-        patterns: crate::app::patterns(stats),
-        redis_maxmemory: stats.pointer("/redis/maxmemory_human").and_then(Value::as_str).map(|m| {
-            let policy = stats.pointer("/redis/maxmemory_policy").and_then(Value::as_str).unwrap_or("?");
-            format!("{m} ({policy})")
+        patterns: stats.and_then(crate::app::patterns),
+        redis_maxmemory: stats.and_then(|s| {
+            let info = &s.redis.info;
+            let policy = info.maxmemory_policy.as_deref().unwrap_or("?");
+            info.maxmemory_human.as_ref().map(|m| format!("{m} ({policy})"))
         }),
     };
     Ok(Report {
@@ -329,7 +331,7 @@ async fn on_spawned_app(
         eprintln!("cache-demo-bench: {name} ready on {}", app.addr);
         if l1 == Some("true") {
             let run = scenario::hit_path_only(&runner, &name).await?;
-            Ok(Measured { apps: vec![run], stats: runner.app.stats().await?, ..Measured::default() })
+            Ok(Measured { apps: vec![run], stats: Some(runner.app.stats().await?), ..Measured::default() })
         } else {
             measure(args, &runner, &name).await
         }
@@ -349,7 +351,7 @@ async fn measure(args: &Args, runner: &Runner, name: &str) -> anyhow::Result<Mea
                 miss_path: Some(r.miss_path),
                 write_mix: r.write_mix,
                 apps: vec![r.app],
-                stats: runner.app.stats().await?,
+                stats: Some(runner.app.stats().await?),
             })
         }
         Scenario::Custom => {
@@ -367,7 +369,7 @@ async fn measure(args: &Args, runner: &Runner, name: &str) -> anyhow::Result<Mea
                     endpoints.push(runner.compare(e, db, cache).await?);
                 }
             }
-            Ok(Measured { endpoints, stats: runner.app.stats().await?, ..Measured::default() })
+            Ok(Measured { endpoints, stats: Some(runner.app.stats().await?), ..Measured::default() })
         }
     }
 }
@@ -421,12 +423,9 @@ fn build_profile(binary: &Path) -> &'static str {
 
 /// `model name` from `/proc/cpuinfo`.
 pub fn cpu_model(cpuinfo: &str) -> Option<String> {
-    cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    use procfs::FromRead;
+    let info = procfs::CpuInfo::from_read(cpuinfo.as_bytes()).ok()?;
+    info.model_name(0).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 /// `git rev-parse --short HEAD` of the working directory, marked when there are uncommitted changes.

@@ -4,18 +4,18 @@
 //!
 //! - [`client`]: one keep-alive HTTP/1.1 connection per worker (hyper);
 //! - [`workload`]: endpoints, key distributions, reads and writes;
-//! - [`load`]: the workers, their histograms, the shared deadline and budget;
-//! - [`app`]: the app's counters and metrics, and starting it for `make bench`;
-//! - [`scenario`]: the runs and their order; [`cli`]: the options;
-//! - [`summary`] and [`report`]: the maths, the bar, Markdown and JSON.
+//! - `load`: the workers, their histograms, the shared deadline and budget;
+//! - `app`: the app's counters and metrics, and starting it for `make bench`;
+//! - [`scenario`]: the runs and their order; `cli`: the options;
+//! - `summary` and [`report`]: the maths, the bar, Markdown and JSON.
 
-pub mod app;
-pub mod cli;
+pub(crate) mod app;
+pub(crate) mod cli;
 pub mod client;
-pub mod load;
+pub(crate) mod load;
 pub mod report;
 pub mod scenario;
-pub mod summary;
+pub(crate) mod summary;
 pub mod workload;
 
 pub use crate::cli::{Args, run};

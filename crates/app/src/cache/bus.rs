@@ -1,7 +1,8 @@
 //! Cross-instance invalidation over Redis pub/sub, with acknowledgements.
 //!
-//! A write publishes `<id> <instance> <scopes>` on `<prefix>:invalidations`. Every replica (this one too)
-//! drops those scopes from its L1 and answers `<id> <instance>` on `<prefix>:invalidation-acks`. The writer
+//! A write publishes `<id> <instance> <scopes>` on `<prefix>:invalidations` (names and the scope format in
+//! `keys`). Every replica (this one too) drops those scopes from its L1 and answers `<id> <instance>` on
+//! `<prefix>:invalidation-acks`. The writer
 //! waits, bounded, until as many acks arrived as `PUBLISH` said there were subscribers, so when a write is
 //! acknowledged to the client no replica's L1 still holds the old value. A replica that lost its
 //! subscription switches its L1 off (and empties it) until it has resubscribed.
@@ -15,13 +16,10 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::keys::Scope;
+use super::connection::{CacheError, RedisClient};
+use super::keys::{ALL_SCOPES, Dropped, Keyspace, parse_scopes};
 use super::l1::L1;
-use super::redis::RedisClient;
 use crate::metrics::Metrics;
-
-/// Scope text meaning "everything" (a flush).
-const ALL: &str = "*";
 
 pub struct Bus {
     redis: Arc<RedisClient>,
@@ -46,15 +44,16 @@ pub struct Announced {
 impl Bus {
     pub fn new(
         redis: Arc<RedisClient>,
-        prefix: &str,
+        keyspace: &Keyspace,
         l1: Option<Arc<L1>>,
         ack_timeout: Duration,
         metrics: Metrics,
     ) -> Arc<Self> {
+        let (channel, acks) = keyspace.invalidation_channels();
         Arc::new(Bus {
             redis,
-            channel: format!("{prefix}:invalidations"),
-            acks: format!("{prefix}:invalidation-acks"),
+            channel: channel.to_owned(),
+            acks: acks.to_owned(),
             instance: format!("{:08x}", rand::random::<u32>()),
             l1,
             waiters: Mutex::new(HashMap::new()),
@@ -62,10 +61,6 @@ impl Bus {
             ack_timeout,
             metrics,
         })
-    }
-
-    pub fn channel(&self) -> &str {
-        &self.channel
     }
 
     pub fn is_subscribed(&self) -> bool {
@@ -85,7 +80,7 @@ impl Bus {
                 backoff = Duration::from_millis(100);
             }
             if let Some(l1) = &self.l1 {
-                l1.reset(false);
+                l1.stop_serving();
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -104,7 +99,7 @@ impl Bus {
         pubsub.subscribe(&[self.channel.as_str(), self.acks.as_str()]).await.map_err(|e| e.to_string())?;
         // Anything published before now was missed: start L1 empty.
         if let Some(l1) = &self.l1 {
-            l1.reset(true);
+            l1.start_serving();
         }
         self.subscribed.store(true, Ordering::Release);
         tracing::info!(channel = %self.channel, "subscribed to cache invalidations");
@@ -128,8 +123,8 @@ impl Bus {
         };
         self.metrics.invalidation_messages.with_label_values(&["received"]).inc();
         if let Some(l1) = &self.l1 {
-            if scopes == ALL {
-                l1.reset(true);
+            if scopes == ALL_SCOPES {
+                l1.start_serving();
             } else {
                 l1.invalidate(&parse_scopes(scopes));
             }
@@ -152,14 +147,13 @@ impl Bus {
         }
     }
 
-    /// Publishes an invalidation and waits (bounded) for every subscribed replica to acknowledge it.
-    /// `None` for scopes means everything (a flush).
-    pub async fn announce(&self, scopes: Option<&[Scope]>) -> Option<Announced> {
+    /// Publishes an invalidation and waits (bounded) for every subscribed replica to acknowledge it; an error
+    /// when it could not be published.
+    pub async fn announce(&self, dropped: Dropped<'_>) -> Result<Announced, CacheError> {
         let id = format!("{:016x}", rand::random::<u64>());
         let (tx, mut rx) = watch::channel(0i64);
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), tx);
-        let text = scopes.map_or_else(|| ALL.to_owned(), format_scopes);
-        let message = format!("{id} {} {text}", self.instance);
+        let message = format!("{id} {} {}", self.instance, dropped.wire());
         let channel = &self.channel;
         let published: Result<i64, _> = self
             .redis
@@ -186,37 +180,11 @@ impl Bus {
                 } else {
                     0
                 };
-                Some(Announced { replicas, acknowledged })
+                Ok(Announced { replicas, acknowledged })
             }
-            Err(_) => None,
+            Err(e) => Err(e),
         };
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         result
-    }
-}
-
-pub fn format_scopes(scopes: &[Scope]) -> String {
-    scopes.iter().map(Scope::field).collect::<Vec<_>>().join(",")
-}
-
-pub fn parse_scopes(text: &str) -> Vec<Scope> {
-    text.split(',')
-        .filter_map(|s| match s {
-            "catalog" => Some(Scope::Catalog),
-            other => other.strip_prefix("product:").and_then(|id| id.parse().ok()).map(Scope::Product),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scopes_round_trip_through_messages() {
-        let scopes = vec![Scope::Product(42), Scope::Catalog];
-        assert_eq!(format_scopes(&scopes), "product:42,catalog");
-        assert_eq!(parse_scopes("product:42,catalog"), scopes);
-        assert_eq!(parse_scopes("product:x,bogus,catalog"), vec![Scope::Catalog]);
     }
 }

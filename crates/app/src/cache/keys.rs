@@ -1,33 +1,20 @@
-//! Every Redis key this app writes is built here, so `redis-cli` users and the code agree on one spelling.
+//! Every Redis name this app uses is made here, so `redis-cli` users and the code agree on one spelling.
 //!
-//! Keys are `<prefix>:<name>`, with `<prefix>` = `CACHE_PREFIX` (default `cache-demo`):
-//! `cache-demo:categories:stats`, `cache-demo:products:search:laptop:20`, `cache-demo:products:top:10`,
-//! `cache-demo:product:42`, plus one bookkeeping hash `cache-demo:generations` (see `cache::Cache`).
+//! Names are `<prefix>:<name>`, with `<prefix>` = `CACHE_PREFIX` (default `cache-demo`):
+//! - entries: `cache-demo:categories:stats`, `cache-demo:products:search:laptop:20`,
+//!   `cache-demo:products:top:10`, `cache-demo:product:42` ([`CacheKey`], [`Keyspace::full`]);
+//! - the generation tokens: the hash `cache-demo:generations`, one field per [`Scope`] (see `cache`);
+//! - the stampede lock of an entry: `cache-demo:lock:<name>` ([`Keyspace::lock`]);
+//! - the pub/sub channels `cache-demo:invalidations` and `cache-demo:invalidation-acks`, whose messages carry
+//!   scopes as [`format_scopes`] writes them;
+//! - SCAN patterns: every key of this app, and the admin routes' patterns ([`Keyspace::admin_pattern`]).
+
+use std::borrow::Cow;
 
 use sha2::{Digest, Sha256};
 
-/// The cacheable endpoints; the label of `cache_requests_total{endpoint}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Categories,
-    Search,
-    TopProducts,
-    Product,
-}
-
-impl Endpoint {
-    /// In discriminant order (the index of each endpoint).
-    pub const ALL: [Endpoint; 4] = [Endpoint::Categories, Endpoint::Search, Endpoint::TopProducts, Endpoint::Product];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Endpoint::Categories => "categories",
-            Endpoint::Search => "products_search",
-            Endpoint::TopProducts => "top_products",
-            Endpoint::Product => "product",
-        }
-    }
-}
+use super::endpoint::Endpoint;
+use crate::error::{Error, Result};
 
 /// What a cached entry depends on. A write bumps the generation of every scope it touches, which stops
 /// in-flight loads of those scopes from storing what they read before the write.
@@ -40,13 +27,52 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Field name in the generations hash.
-    pub fn field(&self) -> String {
+    /// Field name in the generations hash, and the scope's spelling in invalidation messages.
+    pub fn field(&self) -> Cow<'static, str> {
         match self {
-            Scope::Catalog => "catalog".to_owned(),
-            Scope::Product(id) => product_name(*id),
+            Scope::Catalog => Cow::Borrowed(CATALOG_FIELD),
+            Scope::Product(id) => Cow::Owned(product_name(*id)),
         }
     }
+}
+
+const CATALOG_FIELD: &str = "catalog";
+
+/// Scope text of an invalidation message meaning "everything" (a flush).
+pub const ALL_SCOPES: &str = "*";
+
+/// What an invalidation message tells replicas to drop from their L1.
+#[derive(Debug, Clone, Copy)]
+pub enum Dropped<'a> {
+    /// The entries of these scopes (a write).
+    Scopes(&'a [Scope]),
+    /// Everything (a flush, an admin delete).
+    Everything,
+}
+
+impl Dropped<'_> {
+    /// The scopes part of the message: `product:42,catalog`, or `*` for everything.
+    pub fn wire(self) -> String {
+        match self {
+            Dropped::Scopes(scopes) => format_scopes(scopes),
+            Dropped::Everything => ALL_SCOPES.to_owned(),
+        }
+    }
+}
+
+/// The scopes of an invalidation message: `product:42,catalog`.
+pub fn format_scopes(scopes: &[Scope]) -> String {
+    scopes.iter().map(Scope::field).collect::<Vec<_>>().join(",")
+}
+
+/// The inverse of [`format_scopes`]; unknown parts are skipped.
+pub fn parse_scopes(text: &str) -> Vec<Scope> {
+    text.split(',')
+        .filter_map(|s| match s {
+            CATALOG_FIELD => Some(Scope::Catalog),
+            other => other.strip_prefix("product:").and_then(|id| id.parse().ok()).map(Scope::Product),
+        })
+        .collect()
 }
 
 /// A cache key without the app prefix, with the endpoint and scope it belongs to.
@@ -96,6 +122,15 @@ impl CacheKey {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// [`Scope::field`] of this key's scope, without building it: a product's entry and its generation field
+    /// share the name `product:<id>`.
+    pub fn generation_field(&self) -> &str {
+        match self.scope {
+            Scope::Catalog => CATALOG_FIELD,
+            Scope::Product(_) => &self.name,
+        }
+    }
 }
 
 /// `product:<id>`, the name of a product's entry and of its generation field (built on every request).
@@ -116,11 +151,21 @@ pub fn normalize_term(q: &str) -> String {
 pub struct Keyspace {
     prefix: String,
     generations: String,
+    invalidations: String,
+    invalidation_acks: String,
 }
+
+/// Longest admin pattern accepted (after the prefix).
+const MAX_PATTERN_CHARS: usize = 128;
 
 impl Keyspace {
     pub fn new(prefix: &str) -> Self {
-        Keyspace { prefix: prefix.to_owned(), generations: format!("{prefix}:generations") }
+        Keyspace {
+            prefix: prefix.to_owned(),
+            generations: format!("{prefix}:generations"),
+            invalidations: format!("{prefix}:invalidations"),
+            invalidation_acks: format!("{prefix}:invalidation-acks"),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -140,9 +185,41 @@ impl Keyspace {
         &self.generations
     }
 
+    /// The stampede lock of an entry, held by the replica loading it.
+    pub fn lock(&self, key: &CacheKey) -> String {
+        format!("{}:lock:{}", self.prefix, key.name)
+    }
+
+    /// The pub/sub channel of invalidations, and the one of their acknowledgements.
+    pub fn invalidation_channels(&self) -> (&str, &str) {
+        (&self.invalidations, &self.invalidation_acks)
+    }
+
     /// SCAN pattern matching every key of this app and nothing else (the prefix has no glob characters).
     pub fn all_pattern(&self) -> String {
         format!("{}:*", self.prefix)
+    }
+
+    /// Whether a full key (as SCAN returns it) belongs to this app.
+    pub fn owns(&self, full_key: &str) -> bool {
+        full_key.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with(':'))
+    }
+
+    /// A pattern relative to the prefix (`product:*`), turned into the full SCAN pattern
+    /// (`cache-demo:product:*`). The prefix is literal (no glob characters, checked at start-up), so the
+    /// result only matches keys under it.
+    pub fn admin_pattern(&self, pattern: &str) -> Result<String> {
+        let p = self.short(pattern);
+        if p.is_empty() {
+            return Err(Error::bad_request("pattern must not be empty (use * for every key of this app)"));
+        }
+        if p.chars().count() > MAX_PATTERN_CHARS {
+            return Err(Error::bad_request(format!("pattern must be at most {MAX_PATTERN_CHARS} characters")));
+        }
+        if p.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::bad_request("pattern must not contain spaces or control characters"));
+        }
+        Ok(format!("{}:{p}", self.prefix))
     }
 
     /// Whether a full key holds catalog-scoped data (lists and aggregates) that any product write makes stale.
@@ -211,8 +288,44 @@ mod tests {
     }
 
     #[test]
+    fn patterns_stay_inside_the_prefix() {
+        let ks = Keyspace::new("cache-demo");
+        assert_eq!(ks.admin_pattern("product:*").ok().as_deref(), Some("cache-demo:product:*"));
+        assert_eq!(ks.admin_pattern("cache-demo:product:*").ok().as_deref(), Some("cache-demo:product:*"));
+        assert_eq!(ks.admin_pattern("*").ok().as_deref(), Some("cache-demo:*"));
+        // Whatever follows, the literal prefix comes first: `*` cannot match other apps' keys.
+        assert_eq!(ks.admin_pattern("*:other").ok().as_deref(), Some("cache-demo:*:other"));
+        assert!(ks.admin_pattern("").is_err());
+        assert!(ks.admin_pattern("a b").is_err());
+        assert!(ks.admin_pattern(&"x".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn other_names_of_the_keyspace() {
+        let ks = Keyspace::new("cache-demo");
+        assert_eq!(ks.lock(&CacheKey::product(3)), "cache-demo:lock:product:3");
+        assert_eq!(ks.invalidation_channels(), ("cache-demo:invalidations", "cache-demo:invalidation-acks"));
+        assert_eq!(ks.all_pattern(), "cache-demo:*");
+        assert!(ks.owns("cache-demo:product:1"));
+        assert!(!ks.owns("cache-demox:product:1"));
+    }
+
+    #[test]
+    fn scopes_round_trip_through_messages() {
+        let scopes = vec![Scope::Product(42), Scope::Catalog];
+        assert_eq!(format_scopes(&scopes), "product:42,catalog");
+        assert_eq!(parse_scopes("product:42,catalog"), scopes);
+        assert_eq!(parse_scopes("product:x,bogus,catalog"), vec![Scope::Catalog]);
+        assert_eq!(Dropped::Scopes(&scopes).wire(), "product:42,catalog");
+        assert_eq!(Dropped::Everything.wire(), ALL_SCOPES);
+    }
+
+    #[test]
     fn scope_fields() {
         assert_eq!(CacheKey::product(7).scope.field(), "product:7");
         assert_eq!(CacheKey::categories().scope.field(), "catalog");
+        for key in [CacheKey::product(7), CacheKey::categories(), CacheKey::top_products(5)] {
+            assert_eq!(key.generation_field(), key.scope.field());
+        }
     }
 }

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use moka::sync::Cache as Moka;
-use serde::Serialize;
 
 use super::keys::{CacheKey, Keyspace, Scope};
 use crate::metrics::Metrics;
@@ -22,15 +21,6 @@ pub struct L1 {
     /// False while this replica cannot hear invalidations from the others: then L1 is bypassed.
     active: AtomicBool,
     keyspace: Keyspace,
-}
-
-#[derive(Debug, Serialize)]
-pub struct L1Stats {
-    pub enabled: bool,
-    pub active: bool,
-    pub entries: u64,
-    pub ttl_ms: u64,
-    pub max_entries: u64,
 }
 
 impl L1 {
@@ -92,8 +82,22 @@ impl L1 {
         }
     }
 
-    /// Empties L1 and switches it on or off (off while invalidations cannot be heard).
-    pub fn reset(&self, active: bool) {
+    /// Empties L1 and serves from it: this replica hears invalidations (again).
+    pub fn start_serving(&self) {
+        self.reset(true);
+    }
+
+    /// Empties L1 and bypasses it: this replica could miss invalidations.
+    pub fn stop_serving(&self) {
+        self.reset(false);
+    }
+
+    /// Empties L1, serving or not as before (a flush).
+    pub fn clear(&self) {
+        self.reset(self.is_active());
+    }
+
+    fn reset(&self, active: bool) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.active.store(false, Ordering::Release);
         self.entries.invalidate_all();
@@ -101,9 +105,9 @@ impl L1 {
         self.active.store(active, Ordering::Release);
     }
 
-    pub fn stats(&self) -> L1Stats {
+    pub fn stats(&self) -> cache_demo_api::L1 {
         self.entries.run_pending_tasks();
-        L1Stats {
+        cache_demo_api::L1 {
             enabled: true,
             active: self.is_active(),
             entries: self.entries.entry_count(),
@@ -119,7 +123,7 @@ mod tests {
 
     fn l1() -> L1 {
         let l1 = L1::new(100, Duration::from_secs(60), Keyspace::new("p"), Metrics::new());
-        l1.reset(true);
+        l1.start_serving();
         l1
     }
 
@@ -129,7 +133,7 @@ mod tests {
         let e = l1.epoch();
         l1.insert_if_current("p:product:1", Bytes::from_static(b"v"), e);
         assert_eq!(l1.get("p:product:1"), Some(Bytes::from_static(b"v")));
-        l1.reset(false);
+        l1.stop_serving();
         assert_eq!(l1.get("p:product:1"), None, "inactive L1 is bypassed");
     }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::extract::{ApiJson, ApiQuery};
-use crate::cache::Outcome;
+use crate::cache::{Outcome, Via};
 use crate::catalog::{Target, TargetParams};
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -56,9 +56,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Fetches through the given path and times it on the server, like `elapsed_ms` of the public endpoints.
-async fn measure(state: &AppState, target: &Target, bypass: bool) -> Result<Measured> {
+async fn measure(state: &AppState, target: &Target, via: Via) -> Result<Measured> {
     let started = Instant::now();
-    let cached = target.fetch(state, bypass).await?;
+    let cached = target.fetch(state, via).await?;
     Ok(Measured {
         ms: ms(started.elapsed()),
         x_cache: cached.outcome.header(),
@@ -74,8 +74,8 @@ fn speedup(database_ms: f64, cache_ms: f64) -> Option<f64> {
 /// `GET /api/compare?endpoint=...`: the request straight from PostgreSQL, then through the cache.
 async fn compare(State(state): State<AppState>, ApiQuery(p): ApiQuery<TargetParams>) -> Result<impl IntoResponse> {
     let target = Target::from_params(&p)?;
-    let database = measure(&state, &target, true).await?;
-    let cache = measure(&state, &target, false).await?;
+    let database = measure(&state, &target, Via::DatabaseOnly).await?;
+    let cache = measure(&state, &target, Via::Cache).await?;
     Ok(Json(json!({
         "target": target,
         "path": target.path(),
@@ -152,8 +152,8 @@ async fn load_test(State(state): State<AppState>, ApiJson(body): ApiJson<LoadTes
         if started.elapsed() > LOAD_TEST_BUDGET {
             break;
         }
-        let database = measure(&state, &target, true).await?;
-        let cache = measure(&state, &target, false).await?;
+        let database = measure(&state, &target, Via::DatabaseOnly).await?;
+        let cache = measure(&state, &target, Via::Cache).await?;
         results.push(Round { round, database_ms: database.ms, cache_ms: cache.ms, cache_x_cache: cache.x_cache });
     }
     let db = summarize(&results.iter().map(|r| r.database_ms).collect::<Vec<_>>());
@@ -176,18 +176,13 @@ async fn load_test(State(state): State<AppState>, ApiJson(body): ApiJson<LoadTes
 async fn ttl(State(state): State<AppState>, ApiQuery(p): ApiQuery<TargetParams>) -> Result<impl IntoResponse> {
     let target = Target::from_params(&p)?;
     let key = target.key();
-    let configured = state.cache.ttls().for_endpoint(key.endpoint).as_secs();
+    let configured = state.cache.options().ttls.get(key.endpoint).as_secs();
     let full = state.cache.keyspace().full(&key);
     match state.cache.ttl(&key).await {
         Ok(ttl) => Ok(Json(
             json!({ "key": full, "exists": ttl.is_some(), "ttl_secs": ttl, "configured_ttl_secs": configured }),
-        )
-        .into_response()),
-        Err(e) => Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": "redis unavailable", "detail": e.to_string(), "key": full })),
-        )
-            .into_response()),
+        )),
+        Err(e) => Err(Error::CacheUnavailable { reason: e.to_string(), key: Some(full) }),
     }
 }
 

@@ -1,21 +1,22 @@
 //! The HTTP API: one router per resource, merged here, with the request-metrics middleware.
+//!
+//! `products` (`/api/products`, `/api/products/{id}`), `catalog` (categories, top products), `cache` (stats,
+//! flush, warm, `/admin/cache/keys`), `dashboard` (the page and its API), `ops` (probes, metrics).
 
-mod admin;
+mod cache;
 mod catalog;
 mod dashboard;
-pub(crate) mod extract;
+mod extract;
 mod ops;
 mod products;
-pub mod respond;
+mod respond;
 
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::cache::Outcome;
 use crate::error::Error;
@@ -26,28 +27,30 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(catalog::router())
-        .merge(dashboard::router())
         .merge(products::router())
+        .merge(catalog::router())
+        .merge(cache::router())
+        .merge(dashboard::router())
         .merge(ops::router())
-        .merge(admin::router())
         .fallback(|| async { Error::NotFound("route".into()) })
-        .method_not_allowed_fallback(|| async {
-            (StatusCode::METHOD_NOT_ALLOWED, Error::bad_request("method not allowed").into_response().into_body())
-        })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), record))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(state)
 }
 
-/// Records `http_request_duration_seconds{route, method, status, source}` and the recent-requests list.
+/// Bounds every request by [`REQUEST_TIMEOUT`] (past it: [`Error::Timeout`]), and records
+/// `http_request_duration_seconds{route, method, status, source}` and the recent-requests list. The time limit
+/// lives here rather than in a layer of its own: an axum error-handling layer boxes every request's future
+/// and clones the inner service, allocations that the hit path would pay on every request.
 async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let listed = crate::recent::Recent::wants(request.uri().path()).then(|| request.uri().clone());
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
-    let response = next.run(request).await;
-    let outcome = respond::outcome_of(response.headers());
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
+        .await
+        .unwrap_or_else(|_| Error::Timeout.into_response());
+    let outcome = response.extensions().get::<Outcome>().copied();
     let source = outcome.map_or("none", |o| o.source());
     let elapsed = started.elapsed();
     state

@@ -1,19 +1,22 @@
 //! The response of a cacheable GET: the stored JSON bytes wrapped, without re-encoding, in
-//! `{"source": ..., "elapsed_ms": ..., "data": <stored bytes>}`, with `X-Cache` and `Server-Timing` headers.
+//! `{"source": ..., "elapsed_ms": ..., "data": <stored bytes>}`, with `X-Cache` and `Server-Timing` headers,
+//! and the [`Outcome`] in the response's extensions for the metrics middleware.
 
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 
-use crate::cache::{Cached, Outcome};
+use crate::cache::{Cached, Outcome, Via};
+use crate::catalog::Target;
+use crate::error::Result;
+use crate::state::AppState;
 
-pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-pub const X_CACHE_ERROR: HeaderName = HeaderName::from_static("x-cache-error");
-pub const X_CACHE_LEVEL: HeaderName = HeaderName::from_static("x-cache-level");
-pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const X_CACHE_ERROR: HeaderName = HeaderName::from_static("x-cache-error");
+const X_CACHE_LEVEL: HeaderName = HeaderName::from_static("x-cache-level");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 pub struct CachedResponse {
     pub cached: Cached,
@@ -22,99 +25,118 @@ pub struct CachedResponse {
     pub db_delay: Duration,
 }
 
-/// The outcome a cached response reports in its headers (read back by the metrics middleware, which sees only
-/// the response); `None` for any other response.
-pub fn outcome_of(headers: &HeaderMap) -> Option<Outcome> {
-    match headers.get(X_CACHE)?.as_bytes() {
-        b"HIT" => Some(Outcome::Hit),
-        b"BYPASS" => Some(Outcome::Bypass),
-        b"MISS" if headers.contains_key(X_CACHE_ERROR) => Some(Outcome::Error),
-        b"MISS" => Some(Outcome::Miss),
-        _ => None,
+impl CachedResponse {
+    /// Fetches `target` through the cache or from PostgreSQL only, for a request that started at `started`.
+    pub async fn fetch(state: &AppState, target: &Target, via: Via, started: Instant) -> Result<Self> {
+        let cached = target.fetch(state, via).await?;
+        Ok(CachedResponse { cached, started, db_delay: state.db.delay() })
     }
 }
 
-/// Appends milliseconds with three decimals from whole microseconds (`1234.567`): integer digits only, no
-/// `core::fmt`, since every cached response carries two or three of these.
-fn push_ms(out: &mut Vec<u8>, d: Duration) {
-    let us = d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()));
-    out.extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
-    let frac = us % 1000;
-    out.extend_from_slice(&[b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
+/// A short ASCII text built on the stack: the parts of a response that are formatted per request.
+struct Text<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Text<N> {
+    fn new() -> Self {
+        Text { buf: [0; N], len: 0 }
+    }
+
+    /// Appends as much of `bytes` as fits (every use is far below `N`).
+    fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(N - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    /// Milliseconds with three decimals from whole microseconds (`1234.567`): integer digits only, no
+    /// `core::fmt`, since every cached response carries two or three of these.
+    fn push_ms(&mut self, d: Duration) {
+        let us = d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_micros()));
+        self.push(itoa::Buffer::new().format(us / 1000).as_bytes());
+        let frac = us % 1000;
+        self.push(&[b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 impl IntoResponse for CachedResponse {
     fn into_response(self) -> Response {
-        let Cached { data, outcome, level, redis_time, db_time, .. } = self.cached;
+        let Cached { data, outcome, redis_time, db_time } = self.cached;
         let elapsed = self.started.elapsed();
-        let mut body = Vec::with_capacity(data.len() + 96);
-        body.extend_from_slice(br#"{"source":""#);
-        body.extend_from_slice(outcome.source().as_bytes());
-        body.extend_from_slice(br#"","elapsed_ms":"#);
-        push_ms(&mut body, elapsed);
+        let mut head = Text::<128>::new();
+        head.push(br#"{"source":""#);
+        head.push(outcome.source().as_bytes());
+        head.push(br#"","elapsed_ms":"#);
+        head.push_ms(elapsed);
         if !self.db_delay.is_zero() {
-            body.extend_from_slice(br#","db_delay_ms":"#);
-            body.extend_from_slice(itoa::Buffer::new().format(self.db_delay.as_millis()).as_bytes());
+            head.push(br#","db_delay_ms":"#);
+            head.push(itoa::Buffer::new().format(self.db_delay.as_millis()).as_bytes());
         }
-        body.extend_from_slice(br#","data":"#);
+        head.push(br#","data":"#);
+        // Exactly the length of the body: a Vec whose length is its capacity becomes the body without another
+        // allocation.
+        let mut body = Vec::with_capacity(head.len + data.len() + 1);
+        body.extend_from_slice(head.as_bytes());
         body.extend_from_slice(&data);
         body.push(b'}');
 
-        let mut timing = Vec::with_capacity(64);
-        timing.extend_from_slice(b"total;dur=");
-        push_ms(&mut timing, elapsed);
+        let mut timing = Text::<128>::new();
+        timing.push(b"total;dur=");
+        timing.push_ms(elapsed);
         if let Some(t) = redis_time {
-            timing.extend_from_slice(b", redis;dur=");
-            push_ms(&mut timing, t);
+            timing.push(b", redis;dur=");
+            timing.push_ms(t);
         }
         if let Some(t) = db_time {
-            timing.extend_from_slice(b", db;dur=");
-            push_ms(&mut timing, t);
+            timing.push(b", db;dur=");
+            timing.push_ms(t);
         }
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(X_CACHE, HeaderValue::from_static(outcome.header()));
-        if let Some(level) = level {
+        if let Some(level) = outcome.level() {
             headers.insert(X_CACHE_LEVEL, HeaderValue::from_static(level.label()));
         }
         if outcome == Outcome::Error {
             headers.insert(X_CACHE_ERROR, HeaderValue::from_static("redis unavailable"));
         }
-        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(timing)) {
+        if let Ok(v) = HeaderValue::from_bytes(timing.as_bytes()) {
             headers.insert(SERVER_TIMING, v);
         }
         let mut response = Response::new(Body::from(body));
         *response.headers_mut() = headers;
+        response.extensions_mut().insert(outcome);
         response
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn ms(d: Duration) -> String {
-        let mut out = Vec::new();
-        push_ms(&mut out, d);
-        String::from_utf8(out).expect("ASCII")
+        let mut out = Text::<32>::new();
+        out.push_ms(d);
+        String::from_utf8(out.as_bytes().to_vec()).expect("ASCII")
     }
 
     #[test]
-    fn the_outcome_is_read_back_from_the_headers() {
+    fn the_outcome_is_handed_to_the_middleware() {
         for outcome in Outcome::ALL {
-            let cached = Cached {
-                data: Bytes::from_static(b"{}"),
-                outcome,
-                level: None,
-                stored: false,
-                redis_time: None,
-                db_time: None,
-            };
+            let cached = Cached { data: Bytes::from_static(b"{}"), outcome, redis_time: None, db_time: None };
             let response = CachedResponse { cached, started: Instant::now(), db_delay: Duration::ZERO }.into_response();
-            assert_eq!(outcome_of(response.headers()), Some(outcome));
+            assert_eq!(response.extensions().get::<Outcome>(), Some(&outcome));
         }
-        assert_eq!(outcome_of(&HeaderMap::new()), None);
+        assert_eq!(Response::new(Body::empty()).extensions().get::<Outcome>(), None);
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl TestApp {
     /// The Redis connection is made in the background; wait (bounded) so the first request is a real miss.
     async fn wait_for_redis(&self) {
         for _ in 0..100 {
-            if self.state.cache.ping().await.is_ok() {
+            if self.state.redis_reachable().await {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -119,7 +119,7 @@ impl TestApp {
     /// Waits (bounded) until this app hears cross-instance invalidations (its L1 is only used then).
     pub async fn wait_subscribed(&self) {
         for _ in 0..200 {
-            if self.state.cache.invalidation_subscribed() {
+            if self.state.invalidation_subscribed() {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

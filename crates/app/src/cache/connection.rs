@@ -76,10 +76,6 @@ impl RedisClient {
         Ok(this)
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.conn.initialized() && self.state.load(Ordering::Relaxed) == UP
-    }
-
     pub fn client(&self) -> &Client {
         &self.client
     }

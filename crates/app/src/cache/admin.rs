@@ -1,0 +1,132 @@
+//! Plain Redis commands over this app's keys, for the admin routes, the stats and the probes: SCAN (never
+//! KEYS), UNLINK in batches, TTL, INFO, PING.
+
+use super::keys::CacheKey;
+use super::{Cache, CacheError};
+
+const SCAN_BATCH: usize = 500;
+
+impl Cache {
+    /// Every key of this app, by SCAN.
+    pub async fn scan_keys(&self) -> Result<Vec<String>, CacheError> {
+        Ok(self.scan_matching(&self.inner.keyspace.all_pattern(), usize::MAX).await?.0)
+    }
+
+    /// Keys matching a full SCAN pattern, at most `limit` of them; `true` when more matched. Keys outside
+    /// this app's prefix are never returned, whatever the pattern.
+    pub async fn scan_matching(&self, pattern: &str, limit: usize) -> Result<(Vec<String>, bool), CacheError> {
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .inner
+                .redis
+                .run("scan", |mut conn| async move {
+                    ::redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_BATCH)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            keys.extend(batch.into_iter().filter(|k| self.inner.keyspace.owns(k)));
+            cursor = next;
+            // SCAN may return a key more than once.
+            keys.sort_unstable();
+            keys.dedup();
+            if keys.len() > limit {
+                keys.truncate(limit);
+                return Ok((keys, true));
+            }
+            if cursor == 0 {
+                return Ok((keys, false));
+            }
+        }
+    }
+
+    /// `TTL` of each key, in one round trip (-2: gone, -1: no expiry).
+    pub async fn ttls_of(&self, keys: &[String]) -> Result<Vec<i64>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .redis
+            .run("ttl", |mut conn| async move {
+                let mut pipe = ::redis::pipe();
+                for k in keys {
+                    pipe.cmd("TTL").arg(k);
+                }
+                pipe.query_async(&mut conn).await
+            })
+            .await
+    }
+
+    pub(super) async fn unlink(&self, keys: &[String]) -> Result<(), CacheError> {
+        for chunk in keys.chunks(SCAN_BATCH) {
+            let _: i64 = self
+                .inner
+                .redis
+                .run("unlink", |mut conn| async move { ::redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Remaining time to live of a key (`TTL`): `None` when the key does not exist.
+    pub async fn ttl(&self, key: &CacheKey) -> Result<Option<i64>, CacheError> {
+        let full = self.inner.keyspace.full(key);
+        let ttl: i64 = self
+            .inner
+            .redis
+            .run("ttl", |mut conn| async move { ::redis::cmd("TTL").arg(&full).query_async(&mut conn).await })
+            .await?;
+        Ok((ttl >= -1).then_some(ttl))
+    }
+
+    /// Selected fields of `INFO memory stats server`.
+    pub async fn info(&self) -> Result<Vec<(String, String)>, CacheError> {
+        let text: String = self
+            .inner
+            .redis
+            .run("info", |mut conn| async move {
+                ::redis::cmd("INFO").arg("memory").arg("stats").arg("server").query_async(&mut conn).await
+            })
+            .await?;
+        Ok(parse_info(&text))
+    }
+
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        let _: String = self
+            .inner
+            .redis
+            .run("ping", |mut conn| async move { ::redis::cmd("PING").query_async(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+}
+
+/// `INFO` text → (field, value) pairs, comments and blank lines skipped.
+fn parse_info(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim().split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_text_is_parsed() {
+        let info = "# Memory\r\nused_memory:1024\r\nmaxmemory_policy:allkeys-lru\r\n\r\n# Stats\r\nevicted_keys:3\r\n";
+        let pairs = parse_info(info);
+        assert_eq!(pairs.len(), 3);
+        assert!(pairs.contains(&("maxmemory_policy".into(), "allkeys-lru".into())));
+        assert!(pairs.contains(&("evicted_keys".into(), "3".into())));
+    }
+}

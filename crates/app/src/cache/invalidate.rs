@@ -1,0 +1,141 @@
+//! Invalidation after writes, and the flush: new generation tokens for what changed, then the entries removed
+//! from Redis, from this replica's L1, and (through the bus) from every other replica's L1.
+
+use serde::Serialize;
+
+use super::bus::Announced;
+use super::keys::{CacheKey, Dropped, Scope};
+use super::scripts::Token;
+use super::{Cache, CacheError};
+
+/// Keys shown in a write's response; the count is always exact.
+const MAX_KEYS_LISTED: usize = 50;
+
+/// Keys a write removed, for the response and the logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Invalidation {
+    pub count: usize,
+    pub keys: Vec<String>,
+    /// False when Redis could not be reached: entries may stay until their TTL ends.
+    pub complete: bool,
+    /// Replicas told to drop the entries from their L1, and how many confirmed; absent when the message
+    /// could not be published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Announced>,
+}
+
+/// Why keys were removed: the `reason` label of `cache_invalidated_keys_total`.
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    Write,
+    Flush,
+    Admin,
+}
+
+impl Reason {
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Write => "write",
+            Reason::Flush => "flush",
+            Reason::Admin => "admin",
+        }
+    }
+}
+
+impl Cache {
+    /// After a committed write: new generations for `scopes`, then remove the entries they cover
+    /// (the product's own key, and with [`Scope::Catalog`] every list and aggregate of this app).
+    pub async fn invalidate(&self, scopes: &[Scope]) -> Invalidation {
+        // This replica first, synchronously; the others through the bus below.
+        if let Some(l1) = &self.inner.l1 {
+            l1.invalidate(scopes);
+        }
+        self.inner.flights.forget_untokened();
+        let ks = &self.inner.keyspace;
+        let gens = ks.generations();
+        let products: Vec<CacheKey> = scopes
+            .iter()
+            .filter_map(|s| match s {
+                Scope::Product(id) => Some(CacheKey::product(*id)),
+                Scope::Catalog => None,
+            })
+            .collect();
+        let direct: Vec<String> = products.iter().map(|k| ks.full(k)).collect();
+        let tokens: Vec<_> = scopes.iter().map(|s| (s.field(), Token::new())).collect();
+        let script = &self.inner.bump;
+        let bumped: Result<i64, _> = self
+            .inner
+            .redis
+            .run("invalidate", |mut conn| async move {
+                let mut inv = script.key(gens);
+                for k in &direct {
+                    inv.key(k);
+                }
+                for (field, token) in &tokens {
+                    inv.arg(field.as_ref()).arg(token.as_str());
+                }
+                inv.invoke_async(&mut conn).await
+            })
+            .await;
+        let mut result = Invalidation { complete: bumped.is_ok(), ..Default::default() };
+        if let Ok(n) = bumped {
+            result.count += n as usize;
+            result.keys.extend(products.iter().map(|k| k.name().to_owned()).take(n as usize));
+        }
+        // Catalog entries are found by SCAN after the token change: no stale entry can be created after it,
+        // and SCAN returns every key that exists for its whole duration.
+        if result.complete && scopes.contains(&Scope::Catalog) {
+            match self.unlink_matching(|k| ks.is_catalog_entry(k)).await {
+                Ok(removed) => {
+                    result.count += removed.len();
+                    result.keys.extend(removed.into_iter().map(|k| ks.short(&k).to_owned()));
+                }
+                Err(_) => result.complete = false,
+            }
+        }
+        result.keys.truncate(MAX_KEYS_LISTED);
+        if result.complete {
+            result.replicas = self.inner.bus.announce(Dropped::Scopes(scopes)).await.ok();
+        }
+        self.count_removed(Reason::Write, result.count);
+        if !result.complete {
+            tracing::warn!("cache invalidation incomplete: Redis unavailable; entries expire with their TTL");
+        }
+        result
+    }
+
+    /// Removes every key of this app (SCAN + UNLINK by prefix, never KEYS or FLUSHALL) and resets the counters.
+    pub async fn flush(&self) -> Result<usize, CacheError> {
+        let removed = self.unlink_matching(|_| true).await?;
+        self.inner.stats.reset();
+        self.forget_everywhere(Reason::Flush, removed.len()).await;
+        Ok(removed.len())
+    }
+
+    /// Removes keys matching a full SCAN pattern (admin), then tells every replica to empty its L1.
+    pub async fn unlink_pattern(&self, pattern: &str) -> Result<usize, CacheError> {
+        let (keys, _) = self.scan_matching(pattern, usize::MAX).await?;
+        self.unlink(&keys).await?;
+        self.forget_everywhere(Reason::Admin, keys.len()).await;
+        Ok(keys.len())
+    }
+
+    /// After keys were removed without scopes: every replica's L1 emptied, the removal counted.
+    async fn forget_everywhere(&self, reason: Reason, removed: usize) {
+        if let Some(l1) = &self.inner.l1 {
+            l1.clear();
+        }
+        let _ = self.inner.bus.announce(Dropped::Everything).await;
+        self.count_removed(reason, removed);
+    }
+
+    fn count_removed(&self, reason: Reason, n: usize) {
+        self.inner.metrics.invalidated_keys.with_label_values(&[reason.label()]).inc_by(n as u64);
+    }
+
+    async fn unlink_matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, CacheError> {
+        let keys: Vec<String> = self.scan_keys().await?.into_iter().filter(|k| keep(k)).collect();
+        self.unlink(&keys).await?;
+        Ok(keys)
+    }
+}

@@ -1,0 +1,121 @@
+//! What a cache lookup produced: the [`Outcome`] (with the level that answered a hit) and the bytes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// Where a response came from; drives the `X-Cache` and `X-Cache-Level` headers, `source` in the body, the
+/// metrics label and the dashboard's lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered by a cache, at this level.
+    Hit(Level),
+    Miss,
+    /// `?cache=off`: PostgreSQL only, nothing stored.
+    Bypass,
+    /// Redis failed or timed out; answered from PostgreSQL.
+    Error,
+}
+
+/// Which cache answered a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The in-process cache.
+    L1,
+    /// Redis.
+    L2,
+}
+
+impl Outcome {
+    /// Every outcome a response can report.
+    #[cfg(test)]
+    pub const ALL: [Outcome; 5] =
+        [Outcome::Hit(Level::L1), Outcome::Hit(Level::L2), Outcome::Miss, Outcome::Bypass, Outcome::Error];
+
+    /// The `result` label of `cache_requests_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit(_) => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Bypass => "bypass",
+            Outcome::Error => "error",
+        }
+    }
+
+    /// `X-Cache` value. A Redis failure is reported as a miss (the cache did not answer) plus `X-Cache-Error`.
+    pub fn header(self) -> &'static str {
+        match self {
+            Outcome::Hit(_) => "HIT",
+            Outcome::Miss | Outcome::Error => "MISS",
+            Outcome::Bypass => "BYPASS",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Outcome::Hit(_) => "cache",
+            _ => "database",
+        }
+    }
+
+    pub fn level(self) -> Option<Level> {
+        match self {
+            Outcome::Hit(level) => Some(level),
+            _ => None,
+        }
+    }
+}
+
+impl Level {
+    pub fn label(self) -> &'static str {
+        match self {
+            Level::L1 => "L1",
+            Level::L2 => "L2",
+        }
+    }
+}
+
+/// A cacheable response: the JSON bytes of the payload exactly as stored in Redis, and how they were obtained.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub data: Bytes,
+    pub outcome: Outcome,
+    pub redis_time: Option<Duration>,
+    pub db_time: Option<Duration>,
+}
+
+/// What priming a key did.
+#[derive(Debug, Clone)]
+pub enum Primed {
+    /// The key was in Redis already (its value is returned).
+    AlreadyCached(Bytes),
+    /// Loaded from PostgreSQL and stored.
+    Stored(Bytes),
+    /// Loaded, but not stored (Redis unavailable, or a write changed the data meanwhile).
+    NotStored(Bytes),
+}
+
+impl Primed {
+    pub fn data(&self) -> &Bytes {
+        match self {
+            Primed::AlreadyCached(b) | Primed::Stored(b) | Primed::NotStored(b) => b,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_map_to_headers_sources_and_labels() {
+        assert_eq!(Outcome::Hit(Level::L2).header(), "HIT");
+        assert_eq!(Outcome::Hit(Level::L1).source(), "cache");
+        assert_eq!(Outcome::Miss.source(), "database");
+        assert_eq!(Outcome::Bypass.header(), "BYPASS");
+        assert_eq!(Outcome::Error.label(), "error");
+        assert_eq!(Outcome::Error.header(), "MISS");
+        assert_eq!(Outcome::Hit(Level::L1).level(), Some(Level::L1));
+        assert_eq!(Outcome::Miss.level(), None);
+    }
+}

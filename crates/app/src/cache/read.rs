@@ -1,0 +1,303 @@
+//! The cache-aside read path, in the order a request takes it: the L1 (when on), one Redis round trip that
+//! returns the value or the scope's generation token, and on a miss: single-flight, the stampede lock (in
+//! `lock`), the PostgreSQL load, and the fill under the token read at lookup.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::flight::{self, Join, Shared};
+use super::keys::CacheKey;
+use super::outcome::{Cached, Level, Outcome, Primed};
+use super::scripts::{FILL, Token};
+use super::{Cache, ttl};
+use crate::error::{Error, Result};
+
+/// A database load: a closure that returns the future of a serializable value.
+pub trait Load: FnOnce() -> Self::Loading {
+    type Loading: Future<Output = Result<Self::Value>>;
+    type Value: Serialize;
+}
+
+impl<F, Fut, T> Load for F
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T>>,
+    T: Serialize,
+{
+    type Loading = Fut;
+    type Value = T;
+}
+
+/// How a read goes: through the cache, or (`?cache=off`) to PostgreSQL only, storing nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Cache,
+    DatabaseOnly,
+}
+
+/// What the lookup script found.
+enum Lookup {
+    Hit(Bytes),
+    Miss { token: String },
+}
+
+/// Under which generation a miss's value may be stored.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Generation<'a> {
+    /// The scope's token as the lookup read it: the fill stores only while it is unchanged.
+    Token(&'a str),
+    /// The lookup failed (Redis unavailable or slow): the value is served and never stored.
+    Unknown,
+}
+
+impl<'a> Generation<'a> {
+    fn token(self) -> Option<&'a str> {
+        match self {
+            Generation::Token(t) => Some(t),
+            Generation::Unknown => None,
+        }
+    }
+}
+
+/// Whether a request waits for its fill's reply (it needs to know the outcome) or only queues the command.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum FillMode {
+    Await,
+    Queue,
+}
+
+/// A value obtained on a miss, and how.
+pub(super) enum Loaded {
+    /// This request queried PostgreSQL; `stored` when it waited for its fill and the fill stored the value.
+    Queried { data: Bytes, db_time: Duration, stored: bool },
+    /// Answered by a concurrent request's load in this process (single-flight).
+    Coalesced(Bytes),
+    /// Found in Redis after waiting for another replica's load (stampede lock).
+    FromRedis(Bytes),
+}
+
+impl Loaded {
+    fn data(&self) -> &Bytes {
+        match self {
+            Loaded::Queried { data, .. } | Loaded::Coalesced(data) | Loaded::FromRedis(data) => data,
+        }
+    }
+
+    fn into_data(self) -> Bytes {
+        match self {
+            Loaded::Queried { data, .. } | Loaded::Coalesced(data) | Loaded::FromRedis(data) => data,
+        }
+    }
+}
+
+impl Cache {
+    /// Cache-aside: the entry from L1 (when on) or Redis, else `load` from PostgreSQL and store it. Via
+    /// `DatabaseOnly`, only `load`. Redis failures never fail the request: the value is loaded and the outcome
+    /// is `Error`.
+    pub async fn get_or_load<L: Load>(&self, key: &CacheKey, via: Via, load: L) -> Result<Cached> {
+        if via == Via::DatabaseOnly {
+            let (data, db_time) = load_json(load).await?;
+            let cached = Cached { data, outcome: Outcome::Bypass, redis_time: None, db_time: Some(db_time) };
+            return Ok(self.record(key, cached));
+        }
+        let full = self.inner.keyspace.full(key);
+        let l1 = self.inner.l1.as_ref().filter(|l1| l1.is_active());
+        if let Some(data) = l1.and_then(|l1| l1.get(&full)) {
+            let cached = Cached { data, outcome: Outcome::Hit(Level::L1), redis_time: None, db_time: None };
+            return Ok(self.record(key, cached));
+        }
+        let epoch = l1.map(|l1| l1.epoch());
+        let started = Instant::now();
+        let looked_up = self.lookup(key, &full).await;
+        let redis_time = Some(started.elapsed());
+        let token;
+        let generation = match looked_up {
+            Ok(Lookup::Hit(data)) => {
+                if let (Some(l1), Some(e)) = (l1, epoch) {
+                    l1.insert_if_current(&full, data.clone(), e);
+                }
+                let cached = Cached { data, outcome: Outcome::Hit(Level::L2), redis_time, db_time: None };
+                return Ok(self.record(key, cached));
+            }
+            Ok(Lookup::Miss { token: t }) => {
+                token = t;
+                Generation::Token(&token)
+            }
+            Err(_) => Generation::Unknown,
+        };
+        let loaded = self.load_on_miss(key, &full, generation, load).await?;
+        let (outcome, db_time, in_redis) = match &loaded {
+            Loaded::Queried { db_time, stored, .. } => (Outcome::Miss, Some(*db_time), *stored),
+            Loaded::Coalesced(_) => {
+                self.inner.metrics.coalesced.with_label_values(&[key.endpoint.label()]).inc();
+                (Outcome::Miss, None, false)
+            }
+            Loaded::FromRedis(_) => (Outcome::Hit(Level::L2), None, true),
+        };
+        if let (Some(l1), Some(e), true) = (l1, epoch, in_redis) {
+            l1.insert_if_current(&full, loaded.data().clone(), e);
+        }
+        let outcome = if matches!(generation, Generation::Unknown) { Outcome::Error } else { outcome };
+        let cached = Cached { data: loaded.into_data(), outcome, redis_time, db_time };
+        Ok(self.record(key, cached))
+    }
+
+    /// Stores the value of `key` unless it is cached already: for warming and write-through. The same
+    /// generation check as a normal miss applies, and nothing is counted as a request.
+    pub async fn prime<L: Load>(&self, key: &CacheKey, load: L) -> Result<Primed> {
+        let full = self.inner.keyspace.full(key);
+        match self.lookup(key, &full).await {
+            Ok(Lookup::Hit(data)) => Ok(Primed::AlreadyCached(data)),
+            Ok(Lookup::Miss { token }) => {
+                match self.load_and_fill(key, &full, Generation::Token(&token), load, FillMode::Await).await? {
+                    Loaded::Queried { data, stored: true, .. } => Ok(Primed::Stored(data)),
+                    loaded => Ok(Primed::NotStored(loaded.into_data())),
+                }
+            }
+            Err(_) => Ok(Primed::NotStored(load_json(load).await?.0)),
+        }
+    }
+
+    fn record(&self, key: &CacheKey, cached: Cached) -> Cached {
+        self.inner.stats.record(key.endpoint, cached.outcome);
+        cached
+    }
+
+    /// One round trip: the value, or the scope's generation token (created if there is none).
+    async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, super::CacheError> {
+        let gens = self.inner.keyspace.generations();
+        let field = key.generation_field();
+        let fresh = Token::new();
+        let script = &self.inner.lookup;
+        let (found, value): (i64, Vec<u8>) = self
+            .inner
+            .redis
+            .run("lookup", |mut conn| async move {
+                script.key(full).key(gens).arg(field).arg(fresh.as_str()).invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(if found == 1 {
+            Lookup::Hit(Bytes::from(value))
+        } else {
+            Lookup::Miss { token: String::from_utf8_lossy(&value).into_owned() }
+        })
+    }
+
+    /// A miss: share a concurrent load of the same key and generation when single-flight is on, else lead.
+    async fn load_on_miss<L: Load>(
+        &self,
+        key: &CacheKey,
+        full: &str,
+        generation: Generation<'_>,
+        load: L,
+    ) -> Result<Loaded> {
+        if !self.inner.opts.single_flight {
+            return self.lead(key, full, generation, load).await;
+        }
+        match self.inner.flights.join(full, generation.token()) {
+            Join::Leader(lead) => {
+                let result = self.lead(key, full, generation, load).await;
+                lead.finish(match &result {
+                    Ok(l) => Shared::Value(l.data().clone()),
+                    Err(Error::NotFound(what)) => Shared::NotFound(what.clone()),
+                    Err(_) => Shared::Failed,
+                });
+                result
+            }
+            Join::Follower(rx) => match flight::follow(rx, self.inner.opts.single_flight_wait).await {
+                Some(Shared::Value(data)) => Ok(Loaded::Coalesced(data)),
+                Some(Shared::NotFound(what)) => Err(Error::NotFound(what)),
+                // The leader failed or is slow: ask the database ourselves.
+                _ => self.load_and_fill(key, full, generation, load, FillMode::Queue).await,
+            },
+        }
+    }
+
+    /// The one load of a key in this process; with the stampede lock, the one load across replicas.
+    async fn lead<L: Load>(&self, key: &CacheKey, full: &str, generation: Generation<'_>, load: L) -> Result<Loaded> {
+        match generation {
+            Generation::Token(token) if self.inner.opts.stampede_lock => {
+                self.load_under_lock(key, full, token, load).await
+            }
+            _ => self.load_and_fill(key, full, generation, load, FillMode::Queue).await,
+        }
+    }
+
+    /// Loads from PostgreSQL and stores the value under `generation` (nothing when it is unknown).
+    pub(super) async fn load_and_fill<L: Load>(
+        &self,
+        key: &CacheKey,
+        full: &str,
+        generation: Generation<'_>,
+        load: L,
+        mode: FillMode,
+    ) -> Result<Loaded> {
+        let (data, db_time) = load_json(load).await?;
+        let stored = match (generation, mode) {
+            (Generation::Unknown, _) => false,
+            (Generation::Token(token), FillMode::Await) => self.fill(key, full, token, &data).await,
+            (Generation::Token(token), FillMode::Queue) => {
+                self.queue_fill(key, full, token, &data).await;
+                false
+            }
+        };
+        Ok(Loaded::Queried { data, db_time, stored })
+    }
+
+    /// The fill as one `EVAL` command (never EVALSHA, which becomes two commands, NOSCRIPT then EVAL, on a Redis
+    /// that has not seen the script yet), and the TTL it gives.
+    fn fill_command(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) -> (::redis::Cmd, Duration) {
+        let ttl = ttl::random_jitter(*self.inner.opts.ttls.get(key.endpoint), self.inner.opts.ttl_jitter_pct);
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(FILL)
+            .arg(2)
+            .arg(full)
+            .arg(self.inner.keyspace.generations())
+            .arg(key.generation_field())
+            .arg(token)
+            .arg(data.as_ref())
+            .arg(ttl.as_millis() as u64);
+        (cmd, ttl)
+    }
+
+    /// Queues the fill without waiting for its reply. Redis runs one connection's commands in order, so any later
+    /// lookup from this process sees the value, while the response does not wait a round trip for it.
+    async fn queue_fill(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) {
+        let (cmd, ttl) = self.fill_command(key, full, token, data);
+        if self.inner.redis.send_without_reply("fill_queued", cmd).await.is_ok() {
+            self.inner.metrics.ttl_seconds.observe(ttl.as_secs_f64());
+        }
+    }
+
+    /// Stores the loaded value, with a jittered TTL, unless a write changed the scope's generation meanwhile.
+    /// Failures are logged and counted by the Redis layer; the request has its answer already.
+    async fn fill(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) -> bool {
+        let (cmd, ttl) = self.fill_command(key, full, token, data);
+        let stored: Result<i64, _> =
+            self.inner.redis.run("fill", |mut conn| async move { cmd.query_async(&mut conn).await }).await;
+        match stored {
+            Ok(1) => {
+                self.inner.metrics.ttl_seconds.observe(ttl.as_secs_f64());
+                true
+            }
+            Ok(_) => {
+                tracing::debug!(key = key.name(), "fill skipped: a write changed the data while it was loading");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Runs the query and serializes its result, timed.
+async fn load_json<L: Load>(load: L) -> Result<(Bytes, Duration)> {
+    let started = Instant::now();
+    let value = load().await?;
+    let db_time = started.elapsed();
+    // Serializing plain data structures to a Vec cannot fail.
+    let data = serde_json::to_vec(&value).unwrap_or_default();
+    Ok((Bytes::from(data), db_time))
+}

@@ -1,0 +1,73 @@
+//! The Lua scripts that make each step of the generation protocol atomic (see the module doc of `cache`),
+//! and the random tokens they compare.
+
+/// `KEYS[1]` entry, `KEYS[2]` generations hash, `ARGV[1]` scope field, `ARGV[2]` a fresh token.
+/// Returns `{1, value}` on a hit, else `{0, token}`: the scope's token, created from `ARGV[2]` if absent.
+pub const LOOKUP: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+local g = redis.call('HGET', KEYS[2], ARGV[1])
+if not g then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  g = ARGV[2]
+end
+return {0, g}
+";
+
+/// `KEYS[1]` entry, `KEYS[2]` generations hash, `ARGV` field, token read at lookup, value, TTL in ms.
+/// Stores the value only while the scope still has that token; 1 when stored.
+pub const FILL: &str = r"
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+return 0
+";
+
+/// `KEYS[1]` generations hash, `KEYS[2..]` entries to remove, `ARGV` (field, new token) pairs.
+/// Returns how many entries were removed.
+pub const BUMP_AND_UNLINK: &str = r"
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local n = 0
+for i = 2, #KEYS do n = n + redis.call('UNLINK', KEYS[i]) end
+return n
+";
+
+/// `KEYS[1]` lock, `ARGV[1]` owner: releases the lock only if this replica still holds it.
+pub const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// A random 64-bit token in 16 hex digits, kept on the stack: one is made on every lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token([u8; 16]);
+
+impl Token {
+    pub fn new() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = rand::random::<u64>();
+        let mut digits = [0u8; 16];
+        for (i, d) in digits.iter_mut().enumerate() {
+            *d = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Token(digits)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random() {
+        assert_ne!(Token::new(), Token::new());
+        assert_eq!(Token::new().as_str().len(), 16);
+        assert!(Token::new().as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}

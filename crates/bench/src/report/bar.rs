@@ -1,0 +1,244 @@
+//! The performance bar of issue #6: each goal's threshold is written once, in [`BAR`], and every sentence that
+//! states the goal is made from it. Goals without data are `NotMeasured`, never passed.
+
+use serde::Serialize;
+
+use super::markdown::{fmt_int, fmt_mb, fmt_ms, fmt_pct};
+use super::types::{AppRun, MissPath, RunStats};
+use crate::app::L1State;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Met,
+    NotMet,
+    NotMeasured,
+}
+
+impl Status {
+    fn from_bool(ok: bool) -> Status {
+        if ok { Status::Met } else { Status::NotMet }
+    }
+
+    pub(super) fn word(self) -> &'static str {
+        match self {
+            Status::Met => "met",
+            Status::NotMet => "**not met**",
+            Status::NotMeasured => "not measured",
+        }
+    }
+}
+
+/// One line of the performance bar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Goal {
+    pub goal: String,
+    pub measured: String,
+    pub status: Status,
+}
+
+/// The thresholds of the bar.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bar {
+    /// Cache hits of one product, Redis only: at least this many requests/s…
+    pub hit_rps: f64,
+    /// … with a client-side p99 below this.
+    pub hit_p99_ms: f64,
+    /// Cache hits with the L1 on: at least this fraction of the `/healthz` ceiling.
+    pub l1_of_ceiling: f64,
+    /// Server-side time of a hit (`Server-Timing` total), p50 below this, alone and under load.
+    pub server_hit_p50_ms: f64,
+    /// What a miss may add over `cache=off`, counted in whole round trips: one round trip plus the app's own
+    /// work (the key, the generation token, queueing the fill) stays under 1.5; a second round trip (an awaited
+    /// fill, a second lookup) makes it 2 or more.
+    pub miss_round_trips: f64,
+    /// Resident memory of the app after the standard scenario, below this.
+    pub rss_bytes: f64,
+}
+
+pub const BAR: Bar = Bar {
+    hit_rps: 20_000.0,
+    hit_p99_ms: 5.0,
+    l1_of_ceiling: 0.75,
+    server_hit_p50_ms: 0.3,
+    miss_round_trips: 1.5,
+    rss_bytes: 50_000_000.0,
+};
+
+/// A threshold as the goals state it: `5`, `0.3`, `1.5` (no needless decimals).
+fn plain(v: f64) -> String {
+    format!("{v}")
+}
+
+impl Bar {
+    fn hit_rps_goal(&self) -> String {
+        format!("Cache hits of `GET /api/products/{{id}}`, Redis only (L1 off): ≥ {} requests/s", fmt_int(self.hit_rps))
+    }
+
+    fn hit_p99_goal(&self) -> String {
+        format!("… and p99 < {} ms", plain(self.hit_p99_ms))
+    }
+
+    fn l1_goal(&self) -> String {
+        format!(
+            "Cache hits with L1 on: ≥ {}% of the `/healthz` ceiling of the same run",
+            plain(self.l1_of_ceiling * 100.0)
+        )
+    }
+
+    fn server_hit_goal(&self) -> String {
+        format!(
+            "Server-side time of a cache hit (`Server-Timing` total), p50 < {} ms, one connection",
+            plain(self.server_hit_p50_ms)
+        )
+    }
+
+    fn under_load_goal(&self) -> String {
+        format!("… and under load: at the lightest load that reaches {} requests/s (Redis only)", fmt_int(self.hit_rps))
+    }
+
+    fn miss_goal(&self) -> &'static str {
+        "A miss adds at most one Redis round trip over `cache=off` (server-side p50)"
+    }
+
+    fn rss_goal(&self) -> String {
+        format!("App resident memory < {} after the standard scenario", fmt_mb_whole(self.rss_bytes))
+    }
+
+    /// The values the "How to read this" text quotes, by placeholder.
+    pub(super) fn placeholders(&self) -> [(&'static str, String); 2] {
+        [("{miss_round_trips}", plain(self.miss_round_trips)), ("{hit_rps}", fmt_int(self.hit_rps))]
+    }
+}
+
+/// `50 MB`.
+fn fmt_mb_whole(bytes: f64) -> String {
+    format!("{} MB", plain(bytes / 1_000_000.0))
+}
+
+pub fn evaluate_bar(apps: &[AppRun], miss_path: Option<&MissPath>) -> Vec<Goal> {
+    let bar = BAR;
+    let mut goals = Vec::new();
+    let redis_only = apps.iter().find(|a| a.l1 != L1State::On);
+    let hit = redis_only.and_then(|a| a.product_hit.as_ref());
+    let not_measured = |goal: String, why: &str| Goal { goal, measured: why.into(), status: Status::NotMeasured };
+
+    let goal = bar.hit_rps_goal();
+    goals.push(match hit {
+        Some(h) => Goal {
+            goal,
+            measured: format!("{} requests/s at {} connections", fmt_int(h.requests_per_s), h.concurrency),
+            status: Status::from_bool(h.requests_per_s >= bar.hit_rps),
+        },
+        None => not_measured(goal, "no Redis-only run"),
+    });
+    let goal = bar.hit_p99_goal();
+    goals.push(match hit.and_then(|h| h.latency) {
+        Some(l) => Goal {
+            goal,
+            measured: format!("p99 {} ms", fmt_ms(l.p99_ms)),
+            status: Status::from_bool(l.p99_ms < bar.hit_p99_ms),
+        },
+        None => not_measured(goal, "no Redis-only run"),
+    });
+
+    let goal = bar.l1_goal();
+    goals.push(match apps.iter().find(|a| a.l1 == L1State::On) {
+        Some(a) => match a.of_ceiling() {
+            Some(f) => Goal {
+                goal,
+                measured: format!(
+                    "{} of {} requests/s = {}",
+                    fmt_int(a.product_hit.as_ref().map_or(0.0, |h| h.requests_per_s)),
+                    fmt_int(a.ceiling.as_ref().map_or(0.0, |c| c.requests_per_s)),
+                    fmt_pct(f * 100.0)
+                ),
+                status: Status::from_bool(f >= bar.l1_of_ceiling),
+            },
+            None => not_measured(goal, "the L1 run has no ceiling or hit figures"),
+        },
+        None => {
+            let redis = redis_only.and_then(AppRun::of_ceiling);
+            let why = match redis {
+                Some(f) => format!("no L1 in this build (Redis only: {} of the ceiling)", fmt_pct(f * 100.0)),
+                None => "no L1 in this build".to_owned(),
+            };
+            not_measured(goal, &why)
+        }
+    });
+
+    let goal = bar.server_hit_goal();
+    goals.push(match miss_path.and_then(|m| m.hit.server) {
+        Some(l) => Goal {
+            goal,
+            measured: format!("p50 {} ms", fmt_ms(l.p50_ms)),
+            status: Status::from_bool(l.p50_ms < bar.server_hit_p50_ms),
+        },
+        None => not_measured(goal, "no miss-path measurement"),
+    });
+    let goal = bar.under_load_goal();
+    let hit_runs = redis_only.map(AppRun::hit_runs).unwrap_or_default();
+    let busiest = hit_runs.last().copied();
+    let at = |r: &RunStats| {
+        let p50 = r.server.map_or("–".to_owned(), |l| fmt_ms(l.p50_ms));
+        format!("p50 {p50} ms at {} connections ({} requests/s)", r.concurrency, fmt_int(r.requests_per_s))
+    };
+    goals.push(match hit_runs.iter().find(|r| r.requests_per_s >= bar.hit_rps && r.server.is_some()) {
+        Some(r) => {
+            let mut measured = at(r);
+            if let Some(b) = busiest.filter(|b| b.concurrency != r.concurrency) {
+                measured.push_str(&format!("; {}", at(b)));
+            }
+            let ok = r.server.is_some_and(|l| l.p50_ms < bar.server_hit_p50_ms);
+            Goal { goal, measured, status: Status::from_bool(ok) }
+        }
+        None => match busiest {
+            Some(b) => Goal {
+                goal,
+                measured: format!("no run reached {} requests/s; {}", fmt_int(bar.hit_rps), at(b)),
+                status: Status::NotMet,
+            },
+            None => not_measured(goal, "no Redis-only run"),
+        },
+    });
+
+    let goal = bar.miss_goal().to_owned();
+    goals.push(match miss_path.and_then(|m| Some((m.extra_ms?, m.round_trip_ms?, m.round_trips?))) {
+        Some((extra, rt, n)) => Goal {
+            goal,
+            measured: format!("+{} ms = {n:.1} round trips of {} ms (the lookup)", fmt_ms(extra), fmt_ms(rt)),
+            status: Status::from_bool(n < bar.miss_round_trips),
+        },
+        None => not_measured(goal, "no miss-path measurement"),
+    });
+
+    let goal = bar.rss_goal();
+    let rss: Vec<(&str, f64)> = apps.iter().filter_map(|a| Some((a.name.as_str(), a.rss_bytes?))).collect();
+    goals.push(if rss.is_empty() {
+        not_measured(goal, "`process_resident_memory_bytes` not reported")
+    } else {
+        let measured = rss.iter().map(|(n, b)| format!("{n}: {}", fmt_mb(*b))).collect::<Vec<_>>().join("; ");
+        Goal { goal, measured, status: Status::from_bool(rss.iter().all(|(_, b)| *b < bar.rss_bytes)) }
+    });
+    goals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goals_state_their_thresholds() {
+        assert_eq!(
+            BAR.hit_rps_goal(),
+            "Cache hits of `GET /api/products/{id}`, Redis only (L1 off): ≥ 20,000 requests/s"
+        );
+        assert_eq!(BAR.hit_p99_goal(), "… and p99 < 5 ms");
+        assert_eq!(BAR.l1_goal(), "Cache hits with L1 on: ≥ 75% of the `/healthz` ceiling of the same run");
+        assert_eq!(BAR.rss_goal(), "App resident memory < 50 MB after the standard scenario");
+        let stricter = Bar { hit_rps: 25_000.0, server_hit_p50_ms: 0.25, ..BAR };
+        assert!(stricter.hit_rps_goal().contains("≥ 25,000 requests/s"));
+        assert!(stricter.under_load_goal().contains("reaches 25,000 requests/s"));
+        assert!(stricter.server_hit_goal().contains("p50 < 0.25 ms"));
+    }
+}

@@ -1,0 +1,221 @@
+//! The results of a bench run: one run summarized, the comparisons and passes built from runs, and the whole
+//! report (JSON is this structure, serialized).
+
+use serde::Serialize;
+
+use super::bar::Goal;
+use crate::app::{Delta, L1State};
+use crate::load::{LoadResult, XCacheCounts};
+use crate::summary::{Latency, per_second, ratio, reduction_pct};
+use crate::workload::{CacheMode, Endpoint};
+
+/// One measured run, summarized.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunStats {
+    pub endpoint: Endpoint,
+    pub cache: CacheMode,
+    pub concurrency: usize,
+    pub write_ratio: f64,
+    pub elapsed_s: f64,
+    /// Requests answered (any status), reads and writes.
+    pub requests: u64,
+    /// Non-2xx answers plus requests without an answer.
+    pub errors: u64,
+    pub requests_per_s: f64,
+    /// Client-side time of the reads.
+    pub latency: Option<Latency>,
+    /// `Server-Timing` of the reads: total, Redis, PostgreSQL.
+    pub server: Option<Latency>,
+    pub server_redis: Option<Latency>,
+    pub server_db: Option<Latency>,
+    /// Client-side time of the writes.
+    pub writes: Option<Latency>,
+    pub x_cache: XCacheCounts,
+    /// hits / (hits + misses + errors) from `/api/stats` deltas over the run.
+    pub hit_ratio: Option<f64>,
+    /// PostgreSQL queries per second from `db_query_duration_seconds_count` deltas over the run.
+    pub db_queries_per_s: Option<f64>,
+    pub evicted_keys: Option<u64>,
+    /// CPU time of the app process per request answered, in microseconds (an app the bench started only):
+    /// what a request costs the server, whatever the load generator costs.
+    pub app_cpu_us_per_request: Option<f64>,
+    pub first_error: Option<String>,
+}
+
+impl RunStats {
+    /// `r` measured while the app changed by `d`.
+    pub fn new(
+        endpoint: Endpoint,
+        cache: CacheMode,
+        concurrency: usize,
+        write_ratio: f64,
+        r: &LoadResult,
+        d: &Delta,
+    ) -> RunStats {
+        let secs = r.elapsed.as_secs_f64();
+        let cpu = d.cpu_seconds.filter(|_| r.answered() > 0).map(|c| c * 1e6 / r.answered() as f64);
+        RunStats {
+            endpoint,
+            cache,
+            concurrency,
+            write_ratio,
+            elapsed_s: secs,
+            requests: r.answered(),
+            errors: r.errors(),
+            requests_per_s: per_second(r.answered() as f64, secs),
+            latency: Latency::from_histogram(&r.reads),
+            server: Latency::from_histogram(&r.server_total),
+            server_redis: Latency::from_histogram(&r.server_redis),
+            server_db: Latency::from_histogram(&r.server_db),
+            writes: Latency::from_histogram(&r.writes),
+            x_cache: r.x_cache,
+            hit_ratio: if endpoint.cacheable() && cache == CacheMode::On { d.counters.hit_ratio() } else { None },
+            db_queries_per_s: d.db_queries.map(|q| per_second(q, secs)),
+            evicted_keys: d.evicted_keys,
+            app_cpu_us_per_request: cpu,
+            first_error: r.first_error.clone(),
+        }
+    }
+
+    pub(super) fn p50(&self) -> Option<f64> {
+        self.latency.map(|l| l.p50_ms)
+    }
+
+    pub(super) fn server_p50(&self) -> Option<f64> {
+        self.server.map(|l| l.p50_ms)
+    }
+}
+
+/// One endpoint from PostgreSQL (`cache=off`) and through the cache.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub endpoint: Endpoint,
+    pub database: Option<RunStats>,
+    pub cache: Option<RunStats>,
+    pub speedup: Speedup,
+}
+
+/// What the cache changed: ratios > 1 are better with the cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Speedup {
+    pub throughput: Option<f64>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub db_load_reduction_pct: Option<f64>,
+}
+
+impl Comparison {
+    pub fn new(endpoint: Endpoint, database: Option<RunStats>, cache: Option<RunStats>) -> Comparison {
+        let mut speedup = Speedup::default();
+        if let (Some(d), Some(c)) = (&database, &cache) {
+            speedup.throughput = ratio(c.requests_per_s, d.requests_per_s);
+            if let (Some(dl), Some(cl)) = (d.latency, c.latency) {
+                speedup.p50 = ratio(dl.p50_ms, cl.p50_ms);
+                speedup.p95 = ratio(dl.p95_ms, cl.p95_ms);
+                speedup.p99 = ratio(dl.p99_ms, cl.p99_ms);
+            }
+            if let (Some(dq), Some(cq)) = (d.db_queries_per_s, c.db_queries_per_s) {
+                speedup.db_load_reduction_pct = reduction_pct(dq, cq);
+            }
+        }
+        Comparison { endpoint, database, cache, speedup }
+    }
+}
+
+/// Each product id once from PostgreSQL, once as a miss after a flush, once as a hit; one connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MissPath {
+    pub database: RunStats,
+    pub miss: RunStats,
+    pub hit: RunStats,
+    /// Server-side p50 of a miss minus that of `cache=off`.
+    pub extra_ms: Option<f64>,
+    /// One Redis round trip: the p50 of the misses' `redis;dur` (the lookup).
+    pub round_trip_ms: Option<f64>,
+    /// `extra_ms` in round trips.
+    pub round_trips: Option<f64>,
+}
+
+impl MissPath {
+    pub fn new(database: RunStats, miss: RunStats, hit: RunStats) -> MissPath {
+        let extra_ms = match (miss.server_p50(), database.server_p50()) {
+            (Some(m), Some(d)) => Some(m - d),
+            _ => None,
+        };
+        let round_trip_ms = miss.server_redis.map(|l| l.p50_ms);
+        let round_trips = extra_ms.zip(round_trip_ms).and_then(|(e, rt)| ratio(e, rt));
+        MissPath { database, miss, hit, extra_ms, round_trip_ms, round_trips }
+    }
+}
+
+/// One process of the app and what was measured on it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppRun {
+    pub name: String,
+    pub l1: L1State,
+    /// `/healthz` at the same concurrency: the HTTP ceiling of this machine in this run.
+    pub ceiling: Option<RunStats>,
+    /// Cache hits of `GET /api/products/{id}` after warm-up.
+    pub product_hit: Option<RunStats>,
+    /// The same hits at fewer connections (the standard scenario's Redis-only app), fewest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_connections: Vec<RunStats>,
+    /// `process_resident_memory_bytes` at the end.
+    pub rss_bytes: Option<f64>,
+}
+
+impl AppRun {
+    /// Every hit run of this app, fewest connections first.
+    pub fn hit_runs(&self) -> Vec<&RunStats> {
+        let mut runs: Vec<&RunStats> = self.by_connections.iter().chain(&self.product_hit).collect();
+        runs.sort_by_key(|r| r.concurrency);
+        runs
+    }
+
+    /// Hit throughput as a fraction of the ceiling.
+    pub fn of_ceiling(&self) -> Option<f64> {
+        ratio(self.product_hit.as_ref()?.requests_per_s, self.ceiling.as_ref()?.requests_per_s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Environment {
+    pub date: String,
+    pub cores: usize,
+    pub cpu: String,
+    pub build: String,
+    pub app: String,
+    pub commit: Option<String>,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    pub scenario: String,
+    pub concurrency: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub max_requests: Option<u64>,
+    pub distribution: String,
+    pub keys: u64,
+    pub write_ratio: f64,
+    pub db_delay_ms: Option<u64>,
+    /// Caching patterns switched on in the (first) app, from `/api/stats`.
+    pub patterns: Option<String>,
+    pub redis_maxmemory: Option<String>,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub environment: Environment,
+    pub settings: Settings,
+    pub endpoints: Vec<Comparison>,
+    pub miss_path: Option<MissPath>,
+    /// The cached product run (0 % writes) and runs with writes.
+    pub write_mix: Vec<RunStats>,
+    pub apps: Vec<AppRun>,
+    pub bar: Vec<Goal>,
+    pub notes: Vec<String>,
+}
