@@ -12,7 +12,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::status::{self, AppStats, Component, Observed};
+use super::status::{self, Component, Observed};
 use super::{Context, Error};
 use crate::apply::{self, Applied};
 use crate::crd::{CacheDemo, CacheDemoStatus};
@@ -187,7 +187,7 @@ async fn observe(ctx: &Context, demo: &CacheDemo, ns: &str, objects: &Objects) -
 
 /// The app's `/api/stats` through its Service (the API server's service proxy, so it works in the cluster
 /// and from a laptop alike), bounded in time; None when it cannot be read.
-async fn app_stats(ctx: &Context, ns: &str) -> Option<AppStats> {
+async fn app_stats(ctx: &Context, ns: &str) -> Option<cache_demo_api::Stats> {
     let path = format!("/api/v1/namespaces/{ns}/services/{}:{APP_PORT}/proxy/api/stats", names::APP);
     let request = http::Request::get(path).body(Vec::new()).ok()?;
     let text = tokio::time::timeout(ctx.config.stats_timeout, ctx.client.request_text(request)).await.ok()?.ok()?;

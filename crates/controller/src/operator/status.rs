@@ -2,9 +2,9 @@
 //! Deployments with their pods and events, the app's `/api/stats`, the node address. The reconciler writes the
 //! result only when it differs from what the object already says, so a quiet cluster sees no writes.
 
+use cache_demo_api::Stats;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use serde::Deserialize;
 
 use crate::crd::{CacheDemoStatus, CacheFigures, ComponentStatus, Condition};
 use crate::diagnose::{self, Hints};
@@ -28,26 +28,10 @@ pub struct Observed {
     pub components: Vec<Component>,
     pub events: Vec<Event>,
     /// The app's `/api/stats`, None when it could not be read.
-    pub stats: Option<AppStats>,
+    pub stats: Option<Stats>,
     pub url: Option<String>,
     pub namespace: String,
     pub app_image: String,
-}
-
-/// The part of the app's `/api/stats` the status shows.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct AppStats {
-    pub hit_rate: Option<f64>,
-    pub keys: Option<u64>,
-    #[serde(default)]
-    pub redis: RedisInfo,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct RedisInfo {
-    pub used_memory: Option<u64>,
-    pub maxmemory: Option<u64>,
-    pub evicted_keys: Option<u64>,
 }
 
 /// Why a component is stuck (rather than still starting), as a condition reason.
@@ -191,21 +175,21 @@ pub fn blocked(
 }
 
 /// The status' cache figures; every one `unknown` when the app could not be asked.
-pub fn figures(stats: Option<&AppStats>) -> CacheFigures {
+pub fn figures(stats: Option<&Stats>) -> CacheFigures {
     let unknown = || "unknown".to_string();
     let Some(stats) = stats else {
         return CacheFigures { hit_ratio: unknown(), keys: unknown(), memory: unknown(), evicted_keys: unknown() };
     };
-    let memory = match (stats.redis.used_memory, stats.redis.maxmemory) {
+    let memory = match (stats.redis.info.used_memory, stats.redis.info.maxmemory) {
         (Some(used), Some(max)) if max > 0 => format!("{}/{}", binary_size(used), binary_size(max)),
         (Some(used), _) => format!("{}/unbounded", binary_size(used)),
         _ => unknown(),
     };
     CacheFigures {
-        hit_ratio: stats.hit_rate.map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "-".into()),
+        hit_ratio: stats.counters.hit_rate.map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "-".into()),
         keys: stats.keys.map(|k| k.to_string()).unwrap_or_else(unknown),
         memory,
-        evicted_keys: stats.redis.evicted_keys.map(|k| k.to_string()).unwrap_or_else(unknown),
+        evicted_keys: stats.redis.info.evicted_keys.map(|k| k.to_string()).unwrap_or_else(unknown),
     }
 }
 
@@ -339,18 +323,18 @@ mod tests {
 
     #[test]
     fn figures_are_measured_or_unknown() {
-        let stats = AppStats {
-            hit_rate: Some(0.935),
-            keys: Some(42),
-            redis: RedisInfo { used_memory: Some(1_258_291), maxmemory: Some(64 << 20), evicted_keys: Some(0) },
-        };
+        let stats: Stats = serde_json::from_value(serde_json::json!({
+            "hits": 935, "misses": 65, "hit_rate": 0.935, "keys": 42,
+            "redis": {"available": true, "used_memory": 1_258_291, "maxmemory": 64 << 20, "evicted_keys": 0},
+        }))
+        .unwrap();
         let f = figures(Some(&stats));
         assert_eq!((f.hit_ratio.as_str(), f.keys.as_str(), f.memory.as_str()), ("93.5%", "42", "1.2Mi/64Mi"));
-        let f = figures(Some(&AppStats::default()));
+        let f = figures(Some(&Stats::default()));
         assert_eq!((f.hit_ratio.as_str(), f.keys.as_str()), ("-", "unknown"));
         let f = figures(None);
         assert!([f.hit_ratio, f.keys, f.memory, f.evicted_keys].iter().all(|v| v == "unknown"));
-        let parsed: AppStats = serde_json::from_str(
+        let parsed: Stats = serde_json::from_str(
             r#"{"hits":3,"misses":1,"hit_rate":0.75,"keys":4,"redis":{"available":true,"used_memory":2048,"maxmemory":0}}"#,
         )
         .unwrap();
