@@ -363,8 +363,9 @@ async fn a_second_cache_demo_in_the_namespace_is_refused_and_the_first_keeps_wor
     .await;
 }
 
-/// The group, resource and verb RBAC sees in a request.
-fn authorization(request: &support::Recorded) -> (String, String, String) {
+/// The group, resource and verbs RBAC checks for a request. A server-side apply that creates the object is
+/// authorized as `patch` and, on the create path, as `create` too.
+fn authorization(request: &support::Recorded) -> Vec<(String, String, String)> {
     let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
     let (group, rest) = match segments[0] {
         "api" => (String::new(), &segments[2..]),
@@ -380,16 +381,17 @@ fn authorization(request: &support::Recorded) -> (String, String, String) {
         [plural, _name, sub, ..] => (format!("{plural}/{sub}"), true),
         _ => panic!("unexpected path {}", request.path),
     };
-    let verb = match (request.method.as_str(), named) {
-        ("GET", true) => "get",
-        ("GET", false) if request.query.contains_key("watch") => "watch",
-        ("GET", false) => "list",
-        ("PATCH", _) => "patch",
-        ("POST", _) => "create",
-        ("DELETE", _) => "delete",
+    let verbs: &[&str] = match (request.method.as_str(), named) {
+        ("GET", true) => &["get"],
+        ("GET", false) if request.query.contains_key("watch") => &["watch"],
+        ("GET", false) => &["list"],
+        ("PATCH", _) if request.status == 201 => &["patch", "create"],
+        ("PATCH", _) => &["patch"],
+        ("POST", _) => &["create"],
+        ("DELETE", _) => &["delete"],
         (method, _) => panic!("unexpected method {method}"),
     };
-    (group, resource, verb.to_owned())
+    verbs.iter().map(|verb| (group.clone(), resource.clone(), verb.to_string())).collect()
 }
 
 fn allowed(rules: &[k8s_openapi::api::rbac::v1::PolicyRule]) -> std::collections::BTreeSet<(String, String, String)> {
@@ -428,7 +430,7 @@ async fn the_operators_rbac_allows_exactly_the_requests_it_makes() {
         })
         .await;
 
-        let made: std::collections::BTreeSet<_> = running.cluster.requests().iter().map(authorization).collect();
+        let made: std::collections::BTreeSet<_> = running.cluster.requests().iter().flat_map(authorization).collect();
         let namespaced: std::collections::BTreeSet<_> =
             made.iter().filter(|(_, resource, _)| resource != "nodes").cloned().collect();
         let cluster_wide: std::collections::BTreeSet<_> =

@@ -19,9 +19,10 @@ pub const SAMPLE: &str = "demo";
 /// Where the operator's probes and metrics answer.
 pub const OPERATOR_PORT: i32 = 8080;
 
-/// What the operator may do in its namespace: exactly the requests it makes (tests/operator.rs compares).
+/// What the operator may do in its namespace: exactly the requests it makes (tests/operator.rs compares). A
+/// server-side apply that creates an object is authorized as `create` as well as `patch`.
 pub fn role_rules() -> Vec<PolicyRule> {
-    let children = ["get", "list", "watch", "patch"];
+    let children = ["get", "list", "watch", "create", "patch"];
     vec![
         rule(crate::crd::GROUP, &[crate::crd::PLURAL], &["get", "list", "watch"]),
         rule(crate::crd::GROUP, &["cachedemos/status"], &["patch"]),

@@ -55,6 +55,8 @@ pub struct Recorded {
     pub query: BTreeMap<String, String>,
     pub content_type: Option<String>,
     pub body: Option<Value>,
+    /// The answer's status code (201: a server-side apply or POST created the object).
+    pub status: u16,
 }
 
 #[derive(Default)]
@@ -107,7 +109,18 @@ impl FakeCluster {
             while let Some((request, send)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap_or_default();
-                let reply = lock(&server_state).handle(&parts, &bytes);
+                let reply = {
+                    let mut state = lock(&server_state);
+                    let reply = state.handle(&parts, &bytes);
+                    let code = match &reply {
+                        Reply::Json(status, _) => status.as_u16(),
+                        Reply::Watch(_) => 200,
+                    };
+                    if let Some(last) = state.requests.last_mut() {
+                        last.status = code;
+                    }
+                    reply
+                };
                 let (status, body) = match reply {
                     Reply::Json(status, value) => {
                         (status, Full::new(Bytes::from(serde_json::to_vec(&value).unwrap_or_default())).boxed())
@@ -449,6 +462,7 @@ impl State {
             query: query.clone(),
             content_type: content_type.clone(),
             body: body_value.clone(),
+            status: 0,
         });
         let Some(route) = route(&path) else { return status(404, "NotFound", &format!("no route {path}")) };
         if let Some(sub) = route.subresource.clone() {
