@@ -156,12 +156,8 @@ pub async fn up(
     wait: &WaitOptions,
     progress: &dyn Progress,
 ) -> Result<UpReport, Error> {
-    settings.validate()?;
-    let mut applied = Vec::new();
-    wait_if_terminating(client, &settings.namespace, wait, progress).await?;
-
     // The Secret's current values decide what the builders produce, so read it before building anything.
-    apply_step(client, &Object::Namespace(objects::namespace(settings)), progress, &mut applied).await?;
+    let mut applied = begin(client, settings, wait, progress).await?;
     let (credentials, generated) = read_credentials(client, &settings.namespace).await?;
     let objects = Objects::build(settings, &credentials);
 
@@ -181,10 +177,7 @@ pub async fn up_operator(
     wait: &WaitOptions,
     progress: &dyn Progress,
 ) -> Result<UpReport, Error> {
-    settings.validate()?;
-    let mut applied = Vec::new();
-    wait_if_terminating(client, &settings.namespace, wait, progress).await?;
-    apply_step(client, &Object::Namespace(objects::namespace(settings)), progress, &mut applied).await?;
+    let mut applied = begin(client, settings, wait, progress).await?;
     let objects = OperatorObjects::build(settings, spec);
     let mut parts = objects.parts();
     let definition = parts.remove(0);
@@ -214,6 +207,20 @@ pub async fn up_operator(
     futures::future::try_join_all(waits).await?;
     let node_address = node_address(client).await;
     Ok(UpReport { applied, generated: Vec::new(), node_address })
+}
+
+/// What both ways of deploying start with: valid settings, no namespace still being deleted, the namespace.
+async fn begin(
+    client: &Client,
+    settings: &Settings,
+    wait: &WaitOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<(String, Applied)>, Error> {
+    settings.validate()?;
+    let mut applied = Vec::new();
+    wait_if_terminating(client, &settings.namespace, wait, progress).await?;
+    apply_step(client, &Object::Namespace(objects::namespace(settings)), progress, &mut applied).await?;
+    Ok(applied)
 }
 
 /// Waits until the API server serves the CacheDemo resource (the CRD is Established).
