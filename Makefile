@@ -117,7 +117,8 @@ CHART_INIT_SQL := charts/cache-demo/files/init.sql
 # ... and of the CacheDemo CRD (crds/: Helm installs it before the templates).
 CHART_CRD := charts/cache-demo/crds/cachedemos.yaml
 # ... and of the Prometheus rules and the Grafana dashboard (monitoring.* values).
-CHART_COPIES := observability/prometheus/cache-demo.rules.yml observability/grafana/cache-demo.json
+CHART_COPIES := observability/prometheus/cache-demo.rules.yml observability/grafana/cache-demo.json \
+	least-privilege/app-role.sql least-privilege/redis-acl.txt
 
 render: build-ctl
 	$(CTL) render --out-dir deploy
@@ -140,7 +141,7 @@ check-render:
 	for f in $(CHART_COPIES); do \
 		if ! cmp -s $$f charts/cache-demo/files/$$(basename $$f); then \
 			echo "charts/cache-demo/files/$$(basename $$f) must be a copy of $$f: run make render" >&2; exit 1; fi; \
-	done && echo "the chart's rules and dashboard are copies of observability/"
+	done && echo "the chart's rules, dashboard and least-privilege files are copies of the repository's"
 
 # Schemas, Helm lint, chart == render; offline, in a venv under target/ (scripts/k8s-check.sh).
 check-k8s: check-render

@@ -37,7 +37,7 @@ CHART = ROOT / "charts" / "cache-demo"
 DEPLOY = ROOT / "deploy"
 RELEASE = "cache-demo"
 NAMESPACE = "redis-demo"
-SECRET_KEYS = ["admin-token", "postgres-password", "redis-password"]
+SECRET_KEYS = ["admin-token", "app-db-password", "app-redis-password", "postgres-password", "redis-password"]
 # k8s-openapi's feature in crates/controller (oldest) and the newest schemas kubernetes-validate bundles.
 KUBE_VERSIONS = ["1.33.0", "1.37.0"]
 TOOL_LABELS = {"app.kubernetes.io/managed-by", "helm.sh/chart"}
@@ -386,7 +386,7 @@ LOOKUP_CASES: list[tuple[str, str, Callable[[list[dict[str, Any]]], list[str]] |
      check_namespace("(dict)", namespace("")), None, f"kubectl create namespace {NAMESPACE}"),
     ("nothing checked offline", check_namespace("(dict)", "(dict)"), lambda _: [], ""),
     ("existingSecret lacking a key refused", check_existing_secret(PARTIAL_SECRET), None,
-     "has no value for admin-token, postgres-password"),
+     "has no value for admin-token, app-db-password, app-redis-password, postgres-password"),
     ("existingSecret with every key accepted", check_existing_secret(FULL_SECRET), lambda _: [], ""),
     ("existingSecret not (yet) in the cluster accepted", check_existing_secret("(dict)"), lambda _: [], ""),
 ]

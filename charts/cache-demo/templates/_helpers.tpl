@@ -105,7 +105,7 @@ or empty one is generated, as cache-demo-ctl does. Call with the existing Secret
 {{- define "cache-demo.secretData" -}}
 {{- $data := .data | default dict }}
 {{- $values := dict }}
-{{- range $key := list "admin-token" "postgres-password" "redis-password" }}
+{{- range $key := list "admin-token" "app-db-password" "app-redis-password" "postgres-password" "redis-password" }}
 {{- $_ := set $values $key (get $data $key | default (randAlphaNum 32 | b64enc)) }}
 {{- end }}
 {{- toYaml $values }}
@@ -119,7 +119,7 @@ pods wait for it (and offline, every lookup is empty). Call with (dict "name" <i
 {{- if .secret }}
 {{- $data := .secret.data | default dict }}
 {{- $missing := list }}
-{{- range $key := list "admin-token" "postgres-password" "redis-password" }}
+{{- range $key := list "admin-token" "app-db-password" "app-redis-password" "postgres-password" "redis-password" }}
 {{- if not (get $data $key) }}
 {{- $missing = append $missing $key }}
 {{- end }}

@@ -35,6 +35,9 @@ pub mod names {
     pub const FIELD_MANAGER: &str = "cache-demo-ctl";
     pub const DATABASE: &str = "cache_demo";
     pub const DATABASE_USER: &str = "postgres";
+    /// The app's PostgreSQL role and Redis user: only the rights it needs (`least-privilege/`).
+    pub const APP_DATABASE_USER: &str = "cache_demo_app";
+    pub const APP_REDIS_USER: &str = "cache-demo";
 }
 
 /// Keys of the Secret.
@@ -42,7 +45,11 @@ pub mod secret_keys {
     pub const POSTGRES_PASSWORD: &str = "postgres-password";
     pub const REDIS_PASSWORD: &str = "redis-password";
     pub const ADMIN_TOKEN: &str = "admin-token";
-    pub const ALL: [&str; 3] = [POSTGRES_PASSWORD, REDIS_PASSWORD, ADMIN_TOKEN];
+    /// The app's own PostgreSQL role (`least-privilege/app-role.sql`).
+    pub const APP_DB_PASSWORD: &str = "app-db-password";
+    /// The app's own Redis ACL user (`least-privilege/redis-acl.txt`).
+    pub const APP_REDIS_PASSWORD: &str = "app-redis-password";
+    pub const ALL: [&str; 5] = [POSTGRES_PASSWORD, REDIS_PASSWORD, ADMIN_TOKEN, APP_DB_PASSWORD, APP_REDIS_PASSWORD];
 }
 
 /// Redis eviction policies (`maxmemory-policy`).

@@ -102,7 +102,10 @@ async fn up_applies_every_object_in_order_with_one_field_manager() {
     }
     assert!(report.applied.iter().all(|(_, outcome)| *outcome == Applied::Created), "{:?}", report.applied);
     assert_eq!(report.applied.len(), 11);
-    assert_eq!(report.generated, ["postgres-password", "redis-password", "admin-token"]);
+    assert_eq!(
+        report.generated,
+        ["postgres-password", "redis-password", "admin-token", "app-db-password", "app-redis-password"]
+    );
     assert_eq!(report.node_address.as_deref(), Some(NODE_IP));
 }
 
@@ -114,22 +117,11 @@ async fn applied_objects_carry_the_documented_fields() {
     let redis = cluster.get(&format!("{APPS}/redis")).unwrap();
     let c = container(&redis);
     let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert_eq!(
-        args,
-        [
-            "redis-server",
-            "--maxmemory",
-            "64mb",
-            "--maxmemory-policy",
-            "allkeys-lru",
-            "--requirepass",
-            "$(REDIS_PASSWORD)",
-            "--save",
-            "",
-            "--appendonly",
-            "no"
-        ]
-    );
+    assert_eq!(args, ["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru", "--save", "", "--appendonly", "no"]);
+    assert_eq!(c["command"][0], "sh");
+    assert!(c["command"][2].as_str().unwrap().contains("exec redis-server /data/auth.conf"), "{}", c["command"]);
+    let app_ref = json!({"name": "cache-demo-credentials", "key": "app-redis-password"});
+    assert_eq!(env(c, "APP_REDIS_PASSWORD")["valueFrom"]["secretKeyRef"], app_ref);
     let redis_ref = json!({"name": "cache-demo-credentials", "key": "redis-password"});
     assert_eq!(env(c, "REDIS_PASSWORD")["valueFrom"]["secretKeyRef"], redis_ref);
     assert_eq!(env(c, "REDISCLI_AUTH")["valueFrom"]["secretKeyRef"], redis_ref);
@@ -144,9 +136,14 @@ async fn applied_objects_carry_the_documented_fields() {
     let c = container(&app);
     assert_eq!(c["image"], "cache-demo-app:latest");
     assert_eq!(c["imagePullPolicy"], "IfNotPresent");
-    assert_eq!(env(c, "POSTGRES_PASSWORD")["valueFrom"]["secretKeyRef"]["key"], "postgres-password");
+    assert_eq!(env(c, "APP_DB_PASSWORD")["valueFrom"]["secretKeyRef"]["key"], "app-db-password");
+    assert_eq!(env(c, "POSTGRES_PASSWORD"), &Value::Null, "the app never gets the superuser's password");
     assert_eq!(env(c, "ADMIN_TOKEN")["valueFrom"]["secretKeyRef"]["key"], "admin-token");
-    assert_eq!(env(c, "DATABASE_URL")["value"], "postgres://postgres:$(POSTGRES_PASSWORD)@postgres:5432/cache_demo");
+    assert_eq!(
+        env(c, "DATABASE_URL")["value"],
+        "postgres://cache_demo_app:$(APP_DB_PASSWORD)@postgres:5432/cache_demo"
+    );
+    assert_eq!(env(c, "REDIS_URL")["value"], "redis://cache-demo@redis:6379/");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(
@@ -228,7 +225,7 @@ async fn an_existing_secret_keeps_its_values_and_gains_missing_keys() {
                "data": {"postgres-password": "b2xkcGc=", "redis-password": "b2xkcmVkaXM="}}),
     );
     let report = up(&cluster).await.unwrap();
-    assert_eq!(report.generated, ["admin-token"]);
+    assert_eq!(report.generated, ["admin-token", "app-db-password", "app-redis-password"]);
     let data = cluster.get(&path).unwrap()["data"].clone();
     assert_eq!(data["postgres-password"], "b2xkcGc=");
     assert_eq!(data["redis-password"], "b2xkcmVkaXM=");
@@ -428,7 +425,7 @@ async fn status_lists_every_object_and_its_readiness() {
     let rows = apply::status(&cluster.client(), &Settings::default()).await.unwrap();
     let row = |name: &str, kind: &str| rows.iter().find(|r| r.name == name && r.kind == kind).unwrap().clone();
     assert!(row("redis-demo", "Namespace").ready);
-    assert_eq!(row("cache-demo-credentials", "Secret").state, "3 keys");
+    assert_eq!(row("cache-demo-credentials", "Secret").state, "5 keys");
     assert_eq!(row("postgres", "Deployment").state, "1/1 ready");
     let app = row("cache-demo-app", "Deployment");
     assert!(!app.ready);

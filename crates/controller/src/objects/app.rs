@@ -9,22 +9,23 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 
-/// The app's environment. `DATABASE_URL` is assembled by Kubernetes from `$(POSTGRES_PASSWORD)`, defined
+/// The app's environment. It connects as its own PostgreSQL role and Redis ACL user, which may do only what the
+/// app does (`least-privilege/`). `DATABASE_URL` is assembled by Kubernetes from `$(APP_DB_PASSWORD)`, defined
 /// before it, so no password is ever written into an object.
 pub fn app_env(s: &Settings) -> Vec<EnvVar> {
     vec![
-        env_from_secret("POSTGRES_PASSWORD", secret_keys::POSTGRES_PASSWORD),
+        env_from_secret("APP_DB_PASSWORD", secret_keys::APP_DB_PASSWORD),
         env(
             "DATABASE_URL",
             &format!(
-                "postgres://{}:$(POSTGRES_PASSWORD)@{}:{POSTGRES_PORT}/{}",
-                names::DATABASE_USER,
+                "postgres://{}:$(APP_DB_PASSWORD)@{}:{POSTGRES_PORT}/{}",
+                names::APP_DATABASE_USER,
                 names::POSTGRES,
                 names::DATABASE
             ),
         ),
-        env("REDIS_URL", &format!("redis://{}:{REDIS_PORT}/", names::REDIS)),
-        env_from_secret("REDIS_PASSWORD", secret_keys::REDIS_PASSWORD),
+        env("REDIS_URL", &format!("redis://{}@{}:{REDIS_PORT}/", names::APP_REDIS_USER, names::REDIS)),
+        env_from_secret("REDIS_PASSWORD", secret_keys::APP_REDIS_PASSWORD),
         env_from_secret("ADMIN_TOKEN", secret_keys::ADMIN_TOKEN),
         env("LISTEN_ADDR", &format!("0.0.0.0:{APP_PORT}")),
         env("CACHE_PREFIX", "cache-demo"),
@@ -134,19 +135,20 @@ mod tests {
         let names = env_names(c);
         let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
         // Kubernetes expands $(VAR) only from variables defined earlier in the list.
-        assert!(pos("POSTGRES_PASSWORD") < pos("DATABASE_URL"));
+        assert!(pos("APP_DB_PASSWORD") < pos("DATABASE_URL"));
         let value = |n: &str| c.env.iter().flatten().find(|e| e.name == n).and_then(|e| e.value.clone());
         assert_eq!(
             value("DATABASE_URL").as_deref(),
-            Some("postgres://postgres:$(POSTGRES_PASSWORD)@postgres:5432/cache_demo")
+            Some("postgres://cache_demo_app:$(APP_DB_PASSWORD)@postgres:5432/cache_demo")
         );
-        assert_eq!(value("REDIS_URL").as_deref(), Some("redis://redis:6379/"));
+        assert_eq!(value("REDIS_URL").as_deref(), Some("redis://cache-demo@redis:6379/"));
+        assert!(!names.contains(&"POSTGRES_PASSWORD"), "the app never gets the superuser's password");
         assert_eq!(value("LOG_FORMAT").as_deref(), Some("json"));
         assert_eq!(value("CACHE_TTL_SECS").as_deref(), Some("30"));
         assert_eq!(value("DB_DELAY_MS").as_deref(), Some("200"));
         for (var, key) in [
-            ("POSTGRES_PASSWORD", "postgres-password"),
-            ("REDIS_PASSWORD", "redis-password"),
+            ("APP_DB_PASSWORD", "app-db-password"),
+            ("REDIS_PASSWORD", "app-redis-password"),
             ("ADMIN_TOKEN", "admin-token"),
         ] {
             assert_eq!(secret_ref(c, var).unwrap().key, key);

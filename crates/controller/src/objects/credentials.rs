@@ -104,7 +104,7 @@ mod tests {
         assert!(secret.data.is_none());
         let data = secret.string_data.unwrap();
         assert_eq!(data["postgres-password"], "CHANGE-ME-postgres-password");
-        assert_eq!(data.len(), 3);
+        assert_eq!(data.len(), 5);
         assert!(secret.metadata.annotations.unwrap()[NOTICE_ANNOTATION].contains("CHANGE-ME"));
     }
 
@@ -119,18 +119,21 @@ mod tests {
             ..Secret::default()
         };
         let (creds, generated) = Credentials::reuse_or_generate_with(Some(&existing), || "fresh".into());
-        assert_eq!(generated, ["redis-password", "admin-token"]);
+        assert_eq!(generated, ["redis-password", "admin-token", "app-db-password", "app-redis-password"]);
         let Credentials::Values(values) = &creds else { panic!("placeholders") };
         assert_eq!(values["postgres-password"].0, b"keep-me");
         assert_eq!(values["redis-password"].0, b"fresh");
         let built = secret(&Settings::default(), &creds).data.unwrap();
-        assert_eq!(built.keys().collect::<Vec<_>>(), ["admin-token", "postgres-password", "redis-password"]);
+        assert_eq!(
+            built.keys().collect::<Vec<_>>(),
+            ["admin-token", "app-db-password", "app-redis-password", "postgres-password", "redis-password"]
+        );
     }
 
     #[test]
     fn generated_values_are_long_and_url_safe() {
         let (creds, generated) = Credentials::reuse_or_generate(None);
-        assert_eq!(generated.len(), 3);
+        assert_eq!(generated.len(), 5);
         let Credentials::Values(values) = creds else { panic!("placeholders") };
         let all: Vec<_> = values.values().map(|v| String::from_utf8(v.0.clone()).unwrap()).collect();
         for v in &all {

@@ -14,10 +14,28 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::*;
 
+/// The app's PostgreSQL role and its grants (psql variable `app_password`).
+pub const APP_ROLE_SQL: &str = include_str!("../../../../least-privilege/app-role.sql");
+/// The second script of `/docker-entrypoint-initdb.d` (after init.sql): creates the app's role with the
+/// password from its environment, read by psql's `\getenv` so it is in no argv.
+pub const APP_ROLE_SCRIPT_KEY: &str = "zz-app-role.sh";
+
+/// The shell script the postgres image runs after init.sql.
+pub fn app_role_script() -> String {
+    format!(
+        "# The app's role: it reads the catalogue and writes products (least-privilege/app-role.sql).\n\
+         psql -v ON_ERROR_STOP=1 --username \"$POSTGRES_USER\" --dbname \"$POSTGRES_DB\" <<'SQL'\n\
+         \\getenv app_password APP_DB_PASSWORD\n{APP_ROLE_SQL}SQL\n"
+    )
+}
+
 pub fn init_sql_config_map(s: &Settings) -> ConfigMap {
     ConfigMap {
         metadata: meta(s, names::INIT_SQL, labels(names::POSTGRES, "database")),
-        data: Some(BTreeMap::from([("init.sql".to_owned(), INIT_SQL.to_owned())])),
+        data: Some(BTreeMap::from([
+            ("init.sql".to_owned(), INIT_SQL.to_owned()),
+            (APP_ROLE_SCRIPT_KEY.to_owned(), app_role_script()),
+        ])),
         ..ConfigMap::default()
     }
 }
@@ -61,6 +79,8 @@ pub fn postgres_deployment(s: &Settings) -> Deployment {
             env("POSTGRES_USER", names::DATABASE_USER),
             env("POSTGRES_DB", names::DATABASE),
             env_from_secret("POSTGRES_PASSWORD", secret_keys::POSTGRES_PASSWORD),
+            // Read by the app-role script of /docker-entrypoint-initdb.d on the first start.
+            env_from_secret("APP_DB_PASSWORD", secret_keys::APP_DB_PASSWORD),
             env("PGDATA", PGDATA),
         ]),
         // Over TCP, so the server the image runs only on its socket while init.sql loads does not count.
@@ -140,6 +160,12 @@ mod tests {
         assert!(mounts.iter().any(|m| m.mount_path == "/docker-entrypoint-initdb.d" && m.read_only == Some(true)));
         assert!(PGDATA.starts_with(&format!("{}/", mounts[0].mount_path)));
         assert_eq!(secret_ref(c, "POSTGRES_PASSWORD").unwrap().key, "postgres-password");
+        assert_eq!(secret_ref(c, "APP_DB_PASSWORD").unwrap().key, "app-db-password");
+        let script = &init_sql_config_map(&Settings::default()).data.unwrap()[APP_ROLE_SCRIPT_KEY];
+        assert!(script.contains("<<'SQL'\n\\getenv app_password APP_DB_PASSWORD\n"), "{script}");
+        assert!(script.contains("CREATE ROLE cache_demo_app LOGIN PASSWORD :'app_password';"), "{script}");
+        let psql = script.lines().find(|l| l.starts_with("psql")).unwrap();
+        assert!(script.ends_with("\nSQL\n") && !psql.contains("app_password"), "the password in argv: {psql}");
         let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
         assert!(pod.volumes.unwrap()[0].empty_dir.is_some());
         let cm = init_sql_config_map(&Settings::default());

@@ -11,24 +11,28 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 
-/// The arguments of `redis-server`: memory bound and eviction policy from the settings, the password from the
-/// Secret through Kubernetes' `$(VAR)` expansion, and no persistence (a cache that survives nothing).
+/// The rules of the app's Redis ACL user (`least-privilege/redis-acl.txt`).
+pub const REDIS_ACL: &str = include_str!("../../../../least-privilege/redis-acl.txt");
+
+/// How Redis starts: the passwords of the `default` user (a person's `redis-cli`) and of the app's ACL user go
+/// from the environment into a config file on the pod's own volume, so no password is in any argv; then
+/// `redis-server` with that file and [`redis_args`].
+pub fn redis_command() -> Vec<String> {
+    let script = format!(
+        "umask 077 && printf 'requirepass %s\\nuser {user} reset on >%s %s\\n' \"$REDIS_PASSWORD\" \
+         \"$APP_REDIS_PASSWORD\" '{acl}' > /data/auth.conf && exec redis-server /data/auth.conf \"$@\"",
+        user = names::APP_REDIS_USER,
+        acl = REDIS_ACL.trim(),
+    );
+    vec!["sh".into(), "-c".into(), script, "redis-server".into()]
+}
+
+/// The arguments of `redis-server` after its auth config: memory bound and eviction policy from the settings,
+/// and no persistence (a cache that survives nothing).
 pub fn redis_args(s: &Settings) -> Vec<String> {
-    [
-        "redis-server",
-        "--maxmemory",
-        &s.redis_maxmemory,
-        "--maxmemory-policy",
-        &s.redis_policy,
-        "--requirepass",
-        "$(REDIS_PASSWORD)",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    .map(String::from)
-    .to_vec()
+    ["--maxmemory", &s.redis_maxmemory, "--maxmemory-policy", &s.redis_policy, "--save", "", "--appendonly", "no"]
+        .map(String::from)
+        .to_vec()
 }
 
 pub fn redis_deployment(s: &Settings) -> Deployment {
@@ -38,10 +42,12 @@ pub fn redis_deployment(s: &Settings) -> Deployment {
         name: names::REDIS.into(),
         image: Some(s.redis_image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(redis_command()),
         args: Some(redis_args(s)),
         ports: Some(vec![container_port("redis", REDIS_PORT)]),
         env: Some(vec![
             env_from_secret("REDIS_PASSWORD", secret_keys::REDIS_PASSWORD),
+            env_from_secret("APP_REDIS_PASSWORD", secret_keys::APP_REDIS_PASSWORD),
             // redis-cli reads its password from here: `kubectl exec -it deploy/redis -- redis-cli` just works,
             // and the probe below authenticates without the password in its argv.
             env_from_secret("REDISCLI_AUTH", secret_keys::REDIS_PASSWORD),
@@ -181,7 +187,11 @@ mod tests {
         let after = |flag: &str| args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str());
         assert_eq!(after("--maxmemory"), Some("64mb"));
         assert_eq!(after("--maxmemory-policy"), Some("allkeys-lru"));
-        assert_eq!(after("--requirepass"), Some("$(REDIS_PASSWORD)"));
+        assert!(!args.iter().any(|a| a.contains("PASSWORD")), "no password in argv: {args:?}");
+        let command = c.command.clone().unwrap().join(" ");
+        assert!(command.contains("requirepass %s") && command.contains("\"$REDIS_PASSWORD\""), "{command}");
+        assert!(command.contains("user cache-demo reset on >%s") && command.contains("~cache-demo:*"), "{command}");
+        assert!(command.ends_with("exec redis-server /data/auth.conf \"$@\" redis-server"), "{command}");
         assert_eq!(after("--save"), Some(""));
         assert_eq!(after("--appendonly"), Some("no"));
         for var in ["REDIS_PASSWORD", "REDISCLI_AUTH"] {
