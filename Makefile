@@ -66,6 +66,8 @@ IMAGE ?= cache-demo-app:latest
 NAMESPACE ?= redis-demo
 # Extra cache-demo-ctl options for deploy/status, e.g. CTL_FLAGS="--db-delay-ms 200 --replicas 2".
 CTL_FLAGS ?=
+# make e2e OPERATOR=1: the end-to-end check in operator mode.
+OPERATOR ?= 0
 CTL := target/debug/cache-demo-ctl
 
 .PHONY: ctl build-ctl image deploy deploy-operator undeploy status port-forward redis-cli psql logs render check-render check-k8s e2e
@@ -148,7 +150,7 @@ check-k8s: check-render
 	scripts/k8s-check.sh --ctl target/debug/cache-demo-ctl
 
 e2e:
-	IMAGE=$(IMAGE) NAMESPACE=$(NAMESPACE) scripts/e2e.sh
+	IMAGE=$(IMAGE) NAMESPACE=$(NAMESPACE) OPERATOR=$(OPERATOR) scripts/e2e.sh
 
 # --- Observability (docs/observability.md): make run, plus redis_exporter and a throwaway Prometheus with
 # observability/prometheus/cache-demo.rules.yml loaded, scraping the app and the exporter every 5 s.

@@ -41,7 +41,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-timeout 600 "$ctl" up --namespace "$namespace" --image "$image" --image-id "$image_id" --timeout 540
+# OPERATOR=1: operator mode (make deploy-operator) instead of the direct apply.
+mode=()
+[ "${OPERATOR:-0}" = 1 ] && mode=(--operator)
+timeout 600 "$ctl" up ${mode[@]+"${mode[@]}"} --namespace "$namespace" --image "$image" --image-id "$image_id" --timeout 540
 
 kubectl port-forward "svc/cache-demo-app" "$port:8000" -n "$namespace" >/dev/null 2>&1 &
 forward_pid=$!
@@ -98,6 +101,24 @@ while read -r annotated running; do
         echo "note pod reports $running (a repository digest, not the build's ID)" ;;
     esac
 done <<<"$pods"
+
+if [ "${OPERATOR:-0}" = 1 ]; then
+    ready() {
+        kubectl get cachedemo demo -n "$namespace" --request-timeout=10s \
+            -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null
+    }
+    check "cachedemo/demo is Ready" test "$(ready)" = True
+    kubectl delete deploy/redis -n "$namespace" --request-timeout=10s --wait=false >/dev/null
+    back=no
+    for _ in $(seq 1 60); do
+        if kubectl get deploy/redis -n "$namespace" --request-timeout=5s >/dev/null 2>&1; then back=yes && break; fi
+        sleep 1
+    done
+    check "the operator recreates a deleted deploy/redis" test "$back" = yes
+    kubectl rollout status deploy/redis -n "$namespace" --timeout=180s >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do [ "$(ready)" = True ] && break; sleep 2; done
+    check "cachedemo/demo is Ready again" test "$(ready)" = True
+fi
 
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
