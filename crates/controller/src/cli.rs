@@ -178,8 +178,8 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    async fn build(&self, image: &str) -> anyhow::Result<image::Built> {
-        let host = image::detect(self.minikube_profile.as_deref()).await;
+    async fn build(&self, image: &str, context: Option<&str>) -> anyhow::Result<image::Built> {
+        let host = image::detect(self.minikube_profile.as_deref(), context).await;
         let built = image::build(&host, image, &self.containerfile, &self.build_context).await?;
         match &built.id {
             Some(id) => eprintln!("built {image}: {id}"),
@@ -297,7 +297,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Image { image, build_args, id_file } => {
-            let built = build_args.build(&image).await?;
+            let built = build_args.build(&image, cli.context.as_deref()).await?;
             if let Some(id) = &built.id {
                 println!("{id}");
             }
@@ -313,7 +313,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = client(cli.context.as_deref()).await?;
             if build {
                 reachable(&client).await?;
-                let built = build_args.build(&settings.image).await?;
+                let built = build_args.build(&settings.image, cli.context.as_deref()).await?;
                 if !built.plan.on_node() {
                     anyhow::bail!("the image is on this machine only: load or push it as shown above, then run up");
                 }

@@ -54,8 +54,18 @@ impl Machine {
 
     /// `cache-demo-ctl image` with nothing on PATH but the stand-ins.
     fn image(&self, extra: &[&str]) -> Run {
+        self.run_ctl(&[], extra)
+    }
+
+    /// `cache-demo-ctl --context CONTEXT image`.
+    fn image_with_context(&self, context: &str) -> Run {
+        self.run_ctl(&["--context", context], &[])
+    }
+
+    fn run_ctl(&self, global: &[&str], extra: &[&str]) -> Run {
         let id_file = self.state().join("image-id");
         let output = Command::new(env!("CARGO_BIN_EXE_cache-demo-ctl"))
+            .args(global)
             .args(["image", "--image", IMAGE, "--id-file"])
             .arg(&id_file)
             .args(extra)
@@ -151,7 +161,8 @@ fn minikube_on_docker_with_buildx_builds_through_docker_env() {
     let builds = run.builds();
     assert_eq!(builds.len(), 1, "{builds:?}");
     assert!(
-        builds[0].starts_with("docker buildx build --load -f Containerfile -t cache-demo-app:latest . ")
+        builds[0]
+            .starts_with("docker buildx build --builder default --load -f Containerfile -t cache-demo-app:latest . ")
             && builds[0].contains("DOCKER_HOST=tcp://192.168.49.2:2376"),
         "{builds:?}"
     );
@@ -197,6 +208,26 @@ fn an_older_minikube_that_does_not_name_the_runtime_asks_the_node() {
     assert!(run.called("kubectl --context minikube --request-timeout=10s get nodes"), "{:?}", run.calls);
     assert_eq!(run.builds(), ["minikube -p minikube image build -f Containerfile -t cache-demo-app:latest ."]);
     assert_built_into(&machine, &run, "node");
+}
+
+#[test]
+fn a_minikube_older_than_1_35_saying_running_is_running() {
+    let mut machine = Machine::with(&["minikube", "kubectl"]);
+    machine.set("STANDIN_MINIKUBE_STATUS", "Running");
+    let run = machine.image(&[]);
+    run.succeeded();
+    assert_eq!(run.builds(), ["minikube -p minikube image build -f Containerfile -t cache-demo-app:latest ."]);
+    assert_built_into(&machine, &run, "node");
+}
+
+#[test]
+fn the_context_given_decides_over_kubectls_current_one() {
+    let mut machine = Machine::with(&["minikube", "docker", "kubectl"]);
+    machine.set("STANDIN_KUBE_CONTEXT", "kind-demo");
+    let run = machine.image_with_context("minikube");
+    run.succeeded();
+    assert_built_into(&machine, &run, "node");
+    assert!(!run.called("kubectl config current-context"), "{:?}", run.calls);
 }
 
 #[test]

@@ -41,6 +41,11 @@ fn demo(name: &str, spec: Value, created: &str) -> Value {
 }
 
 fn start(spec: Value) -> Running {
+    start_with(spec, Duration::from_millis(100))
+}
+
+/// [`start`] with the operator's refresh interval (`requeue`).
+fn start_with(spec: Value, requeue: Duration) -> Running {
     let cluster = FakeCluster::new();
     cluster.insert(
         NS,
@@ -52,14 +57,18 @@ fn start(spec: Value) -> Running {
         "redis": {"available": true, "used_memory": 1_258_291, "maxmemory": 67_108_864, "evicted_keys": 0},
     })));
     cluster.insert(&format!("{DEMOS}/demo"), demo("demo", spec, "2026-01-01T00:00:00Z"));
-    let operator = run_operator(&cluster);
+    let operator = run_operator_with(&cluster, requeue);
     Running { cluster, operator }
 }
 
 fn run_operator(cluster: &FakeCluster) -> JoinHandle<()> {
+    run_operator_with(cluster, Duration::from_millis(100))
+}
+
+fn run_operator_with(cluster: &FakeCluster, requeue: Duration) -> JoinHandle<()> {
     let config = Config {
         namespace: "redis-demo".into(),
-        requeue: Duration::from_millis(100),
+        requeue,
         requeue_progressing: Duration::from_millis(20),
         stats_timeout: Duration::from_millis(500),
     };
@@ -497,6 +506,38 @@ async fn up_in_operator_mode_deploys_the_operator_and_the_same_children_as_up() 
             }
             assert_eq!(by_operator, by_up, "{path} differs between the two paths");
         }
+
+        // make undeploy removes everything, the cluster-wide objects too.
+        let cluster_role = "/apis/rbac.authorization.k8s.io/v1/clusterroles/cache-demo-operator-redis-demo";
+        let crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/cachedemos.cache-demo.dev";
+        assert!(cluster.get(cluster_role).is_some() && cluster.get(crd).is_some());
+        assert!(apply::down(&cluster.client(), "redis-demo", &wait, &apply::Silent).await.unwrap());
+        assert!(cluster.get(cluster_role).is_none(), "ClusterRole left behind");
+        assert!(cluster.get(crd).is_none(), "CRD left behind with no CacheDemo anywhere");
+        assert!(cluster.paths().iter().all(|p| !p.contains("cache-demo-operator")), "{:?}", cluster.paths());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn traffic_does_not_make_the_operator_write_its_status_in_a_loop() {
+    with_timeout(async {
+        let running = start_with(json!({}), Duration::from_secs(2));
+        running.ready().await;
+        eventually("figures", || (running.demo()["status"]["cache"]["keys"] == "12").then_some(())).await;
+        running.cluster.clear_requests();
+        // The app serves requests all the time: its figures differ on every read.
+        for hits in 0..60u64 {
+            running.cluster.set_app_stats(Some(json!({
+                "hits": 100 + hits, "misses": 10, "hit_rate": (100 + hits) as f64 / (110 + hits) as f64, "keys": 12,
+                "redis": {"available": true, "used_memory": 1_258_291, "maxmemory": 67_108_864, "evicted_keys": 0},
+            })));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let writes = running.cluster.requests().iter().filter(|r| r.path.ends_with("/status")).count();
+        // Figures are read at most once per refresh interval (2 s here), so at most one write in these 600 ms;
+        // a write that triggers a reconcile that reads the figures again would write over and over.
+        assert!(writes <= 1, "{writes} status writes in 600 ms");
     })
     .await;
 }

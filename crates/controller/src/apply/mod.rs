@@ -300,6 +300,8 @@ pub async fn down(
     let action = format!("reading namespace {namespace}");
     if run_step(&*step, call(&action, api.get_opt(namespace))).await?.is_none() {
         step.finish("not found: nothing to delete");
+        // A `down` that timed out while the namespace terminated left these.
+        remove_operator_cluster_objects(client, namespace, progress).await;
         return Ok(false);
     }
     let action = format!("deleting namespace {namespace}");
@@ -313,13 +315,20 @@ pub async fn down(
     }
     let waited = wait_namespace_gone(&api, namespace, wait, &*step).await?;
     step.finish(&format!("deleted in {}s", waited.as_secs()));
-    remove_operator_cluster_objects(client, namespace, progress).await?;
+    remove_operator_cluster_objects(client, namespace, progress).await;
     Ok(true)
 }
 
 /// Operator mode leaves objects outside the namespace: its ClusterRole and binding, and the CacheDemo
-/// definition, which goes only once no CacheDemo is left in any namespace.
-async fn remove_operator_cluster_objects(
+/// definition, which goes only once no CacheDemo is left in any namespace. Best effort: a user who may not read
+/// cluster-wide objects (and never deployed the operator) still gets a clean `down`, with a line saying so.
+async fn remove_operator_cluster_objects(client: &Client, namespace: &str, progress: &dyn Progress) {
+    if let Err(e) = try_remove_operator_cluster_objects(client, namespace, progress).await {
+        progress.start("operator mode's cluster-wide objects").fail(&format!("left in place: {e}"));
+    }
+}
+
+async fn try_remove_operator_cluster_objects(
     client: &Client,
     namespace: &str,
     progress: &dyn Progress,

@@ -196,7 +196,8 @@ pub fn build_command(plan: &Plan, image: &str, containerfile: &str) -> (&'static
     };
     match plan {
         Plan::MinikubeImageBuild { profile, .. } => ("minikube", args(&["-p", profile, "image", "build"])),
-        Plan::MinikubeDockerEnv { .. } => ("docker", args(&["buildx", "build", "--load"])),
+        // The default builder is the daemon DOCKER_HOST names (minikube's), whatever `docker buildx use` chose.
+        Plan::MinikubeDockerEnv { .. } => ("docker", args(&["buildx", "build", "--builder", "default", "--load"])),
         Plan::Local { builder: LocalBuilder::Podman } => ("podman", args(&["build"])),
         Plan::Local { builder: LocalBuilder::DockerBuildx } => ("docker", args(&["buildx", "build", "--load"])),
         Plan::Local { builder: LocalBuilder::DockerLegacy } => ("docker", args(&["build"])),
@@ -244,12 +245,18 @@ pub fn parse_profiles(json: &str) -> Result<Vec<Profile>, serde_json::Error> {
             let runtime = p.config.and_then(|c| c.kubernetes_config).map(|k| k.container_runtime);
             Profile {
                 name: p.name,
-                running: p.status == "Running",
+                running: is_running(&p.status),
                 runtime: runtime.filter(|r| !r.is_empty()).map(|r| Runtime::parse(&r)),
                 active: p.active,
             }
         })
         .collect())
+}
+
+/// minikube's word for a running cluster: `Running` before 1.35, `OK` (`HAppy`, `Degraded` with several
+/// control planes) since.
+pub fn is_running(status: &str) -> bool {
+    matches!(status, "Running" | "OK" | "HAppy" | "Degraded")
 }
 
 /// The profile meant: the one asked for, else the one kubectl points at, else minikube's active one, else
@@ -314,11 +321,18 @@ struct ListedImage {
     repo_tags: Vec<String>,
 }
 
-/// The ID of `image` in `minikube image ls --format json`.
+/// The ID of `image` in `minikube image ls --format json`. An unqualified name may be listed under docker.io
+/// (containerd) or under `localhost/` (cri-o, where minikube builds with podman).
 pub fn find_in_image_list(json: &str, image: &str) -> Option<String> {
     let images: Vec<ListedImage> = serde_json::from_str(json).ok()?;
-    let wanted = full_reference(image);
-    images.iter().find(|i| i.repo_tags.iter().any(|t| full_reference(t) == wanted)).and_then(|i| normalize_id(&i.id))
+    let mut wanted = vec![full_reference(image)];
+    if !image.contains('/') {
+        wanted.push(full_reference(&format!("localhost/{image}")));
+    }
+    images
+        .iter()
+        .find(|i| i.repo_tags.iter().any(|t| wanted.contains(&full_reference(t))))
+        .and_then(|i| normalize_id(&i.id))
 }
 
 /// How to get an image built on this machine into the cluster kubectl points at.
@@ -444,6 +458,16 @@ mod tests {
     }
 
     #[test]
+    fn every_word_minikube_uses_for_running_counts() {
+        for status in ["Running", "OK", "HAppy", "Degraded"] {
+            assert!(is_running(status), "{status}");
+        }
+        for status in ["Stopped", "Paused", "Error", "Unknown", "Starting"] {
+            assert!(!is_running(status), "{status}");
+        }
+    }
+
+    #[test]
     fn profiles_are_read_from_minikube_json() {
         let json = r#"{"invalid":[],"valid":[
             {"Name":"minikube","Status":"Running","Active":true,
@@ -510,6 +534,8 @@ mod tests {
         );
         assert_eq!(find_in_image_list(&json, "cache-demo-app:latest"), Some(format!("sha256:{hex}")));
         assert_eq!(find_in_image_list(&json, "cache-demo-app:v2"), None);
+        let crio = format!(r#"[{{"id":"sha256:{hex}","repoTags":["localhost/cache-demo-app:latest"]}}]"#);
+        assert_eq!(find_in_image_list(&crio, "cache-demo-app:latest"), Some(format!("sha256:{hex}")));
         assert_eq!(normalize_id(&format!("sha256:{hex}\n")), Some(format!("sha256:{hex}")));
         assert_eq!(normalize_id("Error: no such image"), None);
     }

@@ -36,9 +36,13 @@ pub struct Built {
     pub id: Option<String>,
 }
 
-/// Looks at what this machine has. `profile` is minikube's `-p` when the user gave one.
-pub async fn detect(profile: Option<&str>) -> Host {
-    let kube_context = probe("kubectl", &["config", "current-context"], &[]).await.filter(|c| !c.is_empty());
+/// Looks at what this machine has. `profile` is minikube's `-p` and `context` the kubeconfig context, when the
+/// user gave them (the context kubectl points at otherwise).
+pub async fn detect(profile: Option<&str>, context: Option<&str>) -> Host {
+    let kube_context = match context {
+        Some(context) => Some(context.to_owned()),
+        None => probe("kubectl", &["config", "current-context"], &[]).await.filter(|c| !c.is_empty()),
+    };
     let mut minikube = None;
     if installed("minikube")
         && let Some(json) = probe("minikube", &["profile", "list", "-o", "json"], &[]).await

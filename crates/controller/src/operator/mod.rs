@@ -59,6 +59,21 @@ pub struct Context {
     pub config: Config,
     /// Failures in a row per CacheDemo (namespace/name), for the retry backoff.
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// When each CacheDemo's figures were last read from its app.
+    figures_read: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Context {
+    /// True (and noted) when the figures of `key` were last read a refresh interval ago or never: under traffic
+    /// they change on every read, so they are read at most once per interval, not on every reconcile.
+    pub fn figures_due(&self, key: &str) -> bool {
+        let mut read = self.figures_read.lock().unwrap_or_else(|e| e.into_inner());
+        let due = read.get(key).is_none_or(|at| at.elapsed() >= self.config.requeue);
+        if due {
+            read.insert(key.to_owned(), Instant::now());
+        }
+        due
+    }
 }
 
 /// The longest wait before a failed reconcile is tried again.
@@ -198,6 +213,7 @@ pub fn context(client: Client, config: Config, reporter: &str) -> Arc<Context> {
         metrics: Metrics::new(),
         config,
         failures: Default::default(),
+        figures_read: Default::default(),
     })
 }
 

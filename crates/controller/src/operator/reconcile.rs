@@ -12,7 +12,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::status::{self, Component, Observed};
+use super::status::{self, Component, Figures, Observed};
 use super::{Context, Error};
 use crate::apply::{self, Applied};
 use crate::crd::{CacheDemo, CacheDemoStatus};
@@ -169,16 +169,20 @@ async fn observe(ctx: &Context, demo: &CacheDemo, ns: &str, objects: &Objects) -
             .unwrap_or_default(),
     };
     let app_ready = components.last().and_then(|c| c.deployment.as_ref()).is_some_and(crate::diagnose::is_ready);
-    let stats = match app_ready {
-        true => app_stats(ctx, ns).await,
-        false => None,
+    let kept = demo.status.as_ref().and_then(|s| s.cache.clone());
+    let figures = if !app_ready {
+        Figures::Unknown
+    } else if let Some(kept) = kept.filter(|_| !ctx.figures_due(&format!("{ns}/{}", demo.name_any()))) {
+        Figures::Kept(kept)
+    } else {
+        Figures::Read(app_stats(ctx, ns).await)
     };
     let url = apply::node_address(client).await.map(|address| format!("http://{address}:{}/", demo.spec.node_port));
     Ok(Observed {
         generation: demo.meta().generation,
         components,
         events,
-        stats,
+        figures,
         url,
         namespace: ns.into(),
         app_image: demo.spec.image.clone(),

@@ -27,11 +27,24 @@ pub struct Observed {
     pub generation: Option<i64>,
     pub components: Vec<Component>,
     pub events: Vec<Event>,
-    /// The app's `/api/stats`, None when it could not be read.
-    pub stats: Option<Stats>,
+    /// The cache figures: read now, kept from the last read, or unknown.
+    pub figures: Figures,
     pub url: Option<String>,
     pub namespace: String,
     pub app_image: String,
+}
+
+/// Where the status' cache figures come from on this pass.
+#[derive(Debug, Clone, Default)]
+pub enum Figures {
+    /// Read from the app's `/api/stats` just now (None: it did not answer).
+    Read(Option<Stats>),
+    /// The app was asked less than a refresh interval ago: what the status says stays. This is what stops the
+    /// status write a reconcile makes from causing another reconcile that reads changed figures, and so on.
+    Kept(CacheFigures),
+    /// The app is not ready.
+    #[default]
+    Unknown,
 }
 
 /// Why a component is stuck (rather than still starting), as a condition reason.
@@ -139,7 +152,11 @@ pub fn build(observed: &Observed, previous: &CacheDemoStatus, now: &str) -> Cach
         ready: Some(format!("{ready_count}/{total}")),
         components,
         url: observed.url.clone(),
-        cache: Some(figures(observed.stats.as_ref())),
+        cache: Some(match &observed.figures {
+            Figures::Read(stats) => figures(stats.as_ref()),
+            Figures::Kept(kept) => kept.clone(),
+            Figures::Unknown => figures(None),
+        }),
     }
 }
 

@@ -46,6 +46,7 @@ parse_build() {
         -f | --file) BUILD_FILE=$2 && shift 2 ;;
         -t | --tag) BUILD_TAG=$2 && shift 2 ;;
         --load) shift ;;
+        --builder) shift 2 ;;
         -*) printf 'unknown flag: %s\n' "$1" >&2 && exit 125 ;;
         *) BUILD_DIR=$1 && shift ;;
         esac
