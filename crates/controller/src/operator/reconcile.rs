@@ -175,7 +175,7 @@ async fn observe(ctx: &Context, demo: &CacheDemo, ns: &str, objects: &Objects) -
     } else if let Some(kept) = kept.filter(|_| !ctx.figures_due(&format!("{ns}/{}", demo.name_any()))) {
         Figures::Kept(kept)
     } else {
-        Figures::Read(app_stats(ctx, ns).await)
+        Figures::Read(app_stats(ctx, ns).await.map(Box::new))
     };
     let url = apply::node_address(client).await.map(|address| format!("http://{address}:{}/", demo.spec.node_port));
     Ok(Observed {

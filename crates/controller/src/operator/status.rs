@@ -38,7 +38,7 @@ pub struct Observed {
 #[derive(Debug, Clone, Default)]
 pub enum Figures {
     /// Read from the app's `/api/stats` just now (None: it did not answer).
-    Read(Option<Stats>),
+    Read(Option<Box<Stats>>),
     /// The app was asked less than a refresh interval ago: what the status says stays. This is what stops the
     /// status write a reconcile makes from causing another reconcile that reads changed figures, and so on.
     Kept(CacheFigures),
@@ -153,7 +153,7 @@ pub fn build(observed: &Observed, previous: &CacheDemoStatus, now: &str) -> Cach
         components,
         url: observed.url.clone(),
         cache: Some(match &observed.figures {
-            Figures::Read(stats) => figures(stats.as_ref()),
+            Figures::Read(stats) => figures(stats.as_deref()),
             Figures::Kept(kept) => kept.clone(),
             Figures::Unknown => figures(None),
         }),
