@@ -115,9 +115,15 @@ impl From<sqlx::Error> for Error {
                     Error::Conflict { field: "sku", message: "a product with this SKU already exists".into() }
                 }
                 Some((field, message)) => Error::invalid(field, message),
-                // 57P01 admin_shutdown, 57P03 cannot_connect_now: the server is going away.
-                None if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")) => {
+                // 57P01 admin_shutdown, 57P03 cannot_connect_now: the server is going away; 57014 a statement
+                // past `statement_timeout`, 55P03 a lock past `lock_timeout`: busy, the caller may retry.
+                None if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03" | "57014" | "55P03")) => {
                     Error::DatabaseUnavailable(e)
+                }
+                // Class 22, data exception (a NUL byte, a number out of range): the input's fault, not ours.
+                // The checks in `catalog::input` name the field first; this is the net under them.
+                None if db.code().is_some_and(|c| c.starts_with("22")) => {
+                    Error::invalid("body", "a value PostgreSQL cannot store")
                 }
                 None => Error::Database(e),
             },

@@ -1,5 +1,6 @@
 //! `/api/products` and `/api/products/{id}`: the cached reads (search, one product) and the writes. A write
-//! validates, writes to PostgreSQL in one statement, then invalidates what the change made stale.
+//! validates, writes to PostgreSQL in one statement, then invalidates what the change made stale. With
+//! `ADMIN_TOKEN` set, writes need the bearer token ([`Admin`]); reads stay open.
 
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, response::IntoResponse};
 use serde::Serialize;
 
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery};
 use super::respond::CachedResponse;
 use crate::cache::{Invalidation, Primed, Scope};
 use crate::catalog::input::{CreateBody, UpdateBody};
@@ -75,7 +76,11 @@ struct DeleteResponse {
     invalidated: Invalidation,
 }
 
-async fn create(State(state): State<AppState>, ApiJson(body): ApiJson<CreateBody>) -> Result<impl IntoResponse> {
+async fn create(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<impl IntoResponse> {
     let new = body.validate()?;
     let product = state.db.create_product(&new).await?;
     // A new product changes searches, top lists and category stats; it has no entry of its own yet.
@@ -88,6 +93,7 @@ async fn create(State(state): State<AppState>, ApiJson(body): ApiJson<CreateBody
 async fn update(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    _: Admin,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<impl IntoResponse> {
     let id = parse_id(&id)?;
@@ -99,7 +105,7 @@ async fn update(
     Ok(Json(WriteResponse { product, invalidated, write_through }))
 }
 
-async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse> {
+async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>, _: Admin) -> Result<impl IntoResponse> {
     let id = parse_id(&id)?;
     if !state.db.delete_product(id).await? {
         return Err(Error::NotFound(format!("product {id}")));
