@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::flight::{self, Join, Shared};
 use super::keys::CacheKey;
 use super::outcome::{Cached, Level, Outcome, Primed};
-use super::scripts::{FILL, Token};
+use super::scripts::{FILL, FORGET, Token};
 use super::{Cache, ttl};
 use crate::error::{Error, Result};
 
@@ -128,7 +128,15 @@ impl Cache {
             }
             Err(_) => Generation::Unknown,
         };
-        let loaded = self.load_on_miss(key, &full, generation, load).await?;
+        let loaded = match self.load_on_miss(key, &full, generation, load).await {
+            Err(Error::NotFound(what)) => {
+                if let Generation::Token(token) = generation {
+                    self.forget_generation(key, token).await;
+                }
+                return Err(Error::NotFound(what));
+            }
+            loaded => loaded?,
+        };
         let (outcome, db_time, in_redis) = match &loaded {
             Loaded::Queried { db_time, stored, .. } => (Outcome::Miss, Some(*db_time), *stored),
             Loaded::Coalesced(_) => {
@@ -261,6 +269,14 @@ impl Cache {
             .arg(data.as_ref())
             .arg(ttl.as_millis() as u64);
         (cmd, ttl)
+    }
+
+    /// The lookup of something that does not exist created its scope's token: remove it again (unless a write
+    /// or another lookup replaced it), queued like a fill, so the generations hash holds only what exists.
+    async fn forget_generation(&self, key: &CacheKey, token: &str) {
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(FORGET).arg(1).arg(self.inner.keyspace.generations()).arg(key.generation_field()).arg(token);
+        let _ = self.inner.redis.send_without_reply("forget_generation", cmd).await;
     }
 
     /// Queues the fill without waiting for its reply. Redis runs one connection's commands in order, so any later

@@ -33,6 +33,14 @@ for i = 2, #KEYS do n = n + redis.call('UNLINK', KEYS[i]) end
 return n
 ";
 
+/// `KEYS[1]` generations hash, `ARGV[1]` scope field, `ARGV[2]` token read at lookup: removes the field while it
+/// still holds that token. After a lookup of a product that does not exist, so made-up ids leave nothing behind.
+/// As safe as an eviction of the hash: tokens are random, a removed one never becomes valid again.
+pub const FORGET: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+";
+
 /// `KEYS[1]` lock, `ARGV[1]` owner: releases the lock only if this replica still holds it.
 pub const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
