@@ -37,6 +37,15 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
     pub listen_addr: SocketAddr,
 
+    /// Time a client has to send a request's headers (also how long an idle keep-alive connection stays open),
+    /// in milliseconds; past it the connection is closed.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub http_header_read_timeout_ms: u64,
+
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 2_048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
+
     /// Prefix of every Redis key this app writes (`<prefix>:categories:stats`).
     #[arg(long, env = "CACHE_PREFIX", default_value = "cache-demo", value_parser = parse_prefix)]
     pub cache_prefix: String,
@@ -166,6 +175,10 @@ pub enum LogFormat {
 }
 
 impl Config {
+    pub fn http_header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_read_timeout_ms)
+    }
+
     pub fn db_delay(&self) -> Duration {
         Duration::from_millis(self.db_delay_ms)
     }
@@ -220,6 +233,8 @@ impl fmt::Debug for Config {
             redis_url,
             redis_password,
             listen_addr,
+            http_header_read_timeout_ms,
+            http_max_connections,
             cache_prefix,
             cache_ttl_secs,
             cache_ttl_categories_secs,
@@ -256,6 +271,8 @@ impl fmt::Debug for Config {
             .field("redis_url", &redact_url(redis_url))
             .field("redis_password", &redis_password.as_ref().map(|_| REDACTED))
             .field("listen_addr", listen_addr)
+            .field("http_header_read_timeout_ms", http_header_read_timeout_ms)
+            .field("http_max_connections", http_max_connections)
             .field("cache_prefix", cache_prefix)
             .field("cache_ttl_secs", cache_ttl_secs)
             .field("cache_ttl_categories_secs", cache_ttl_categories_secs)

@@ -3,7 +3,11 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{TestApp, assert_error, shared_redis};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn made_up_methods_share_one_metric_series() {
@@ -43,4 +47,96 @@ async fn requests_for_missing_products_leave_no_generations_behind() {
         let ttl = tokio::task::block_in_place(|| redis.cli(&["TTL", key])).expect("TTL");
         assert!(key == generations || ttl != "-1", "{key} has no TTL");
     }
+}
+
+/// Reads until the server closes the connection (or `limit` passes); true when it closed.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.base.trim_start_matches("http://")).await.expect("connect")
+}
+
+#[tokio::test]
+async fn a_client_sending_headers_byte_by_byte_is_disconnected() {
+    let app = TestApp::start_with(|c| c.http_header_read_timeout_ms = 500).await;
+    let mut stream = connect(&app).await;
+    let started = Instant::now();
+    let request =
+        b"GET /api/products/1 HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed = false;
+    for byte in request {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    assert!(closed || closed_within(&mut stream, Duration::from_secs(3)).await, "the slow client is still connected");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let app = TestApp::start_with(|c| c.http_header_read_timeout_ms = 500).await;
+    let mut stream = connect(&app).await;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).await.expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "served first");
+    assert!(closed_within(&mut stream, Duration::from_secs(3)).await, "the idle connection stayed open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_half_open_requests_do_not_stop_others() {
+    let app = TestApp::start_with(|c| c.http_header_read_timeout_ms = 1_000).await;
+    let mut half_open = Vec::new();
+    for _ in 0..300 {
+        let mut s = connect(&app).await;
+        s.write_all(b"GET /api/products/1 HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+        half_open.push(s);
+    }
+    let started = Instant::now();
+    let r = app.get("/api/products/2").await;
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(5), "served after {:?}", started.elapsed());
+    let mut closed = 0;
+    for s in &mut half_open {
+        if closed_within(s, Duration::from_secs(3)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 300, "every half-open request is closed by the header timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let app = TestApp::start_with(|c| {
+        c.http_max_connections = 3;
+        c.http_header_read_timeout_ms = 800;
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(&app).await);
+    }
+    // The held connections send nothing; the next request is served once the header timeout frees a slot.
+    let started = Instant::now();
+    let r = app.get("/healthz").await;
+    assert_eq!(r.status, 200);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(500), "served at once ({waited:?}): the cap did not hold");
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
 }
