@@ -86,6 +86,11 @@ pub struct Config {
     #[arg(long, env = "DB_QUERY_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_query_timeout_ms: u64,
 
+    /// PostgreSQL's `lock_timeout` on the app's connections, in milliseconds: a write waiting this long for a
+    /// row lock gives up (503) instead of holding a connection.
+    #[arg(long, env = "DB_LOCK_TIMEOUT_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub db_lock_timeout_ms: u64,
+
     /// Upper bound of one Redis command; past it the request is answered from PostgreSQL.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
     pub redis_timeout_ms: u64,
@@ -245,6 +250,7 @@ impl fmt::Debug for Config {
             db_pool_size,
             db_acquire_timeout_ms,
             db_query_timeout_ms,
+            db_lock_timeout_ms,
             redis_timeout_ms,
             cache_ttl_jitter_pct,
             single_flight,
@@ -283,6 +289,7 @@ impl fmt::Debug for Config {
             .field("db_pool_size", db_pool_size)
             .field("db_acquire_timeout_ms", db_acquire_timeout_ms)
             .field("db_query_timeout_ms", db_query_timeout_ms)
+            .field("db_lock_timeout_ms", db_lock_timeout_ms)
             .field("redis_timeout_ms", redis_timeout_ms)
             .field("cache_ttl_jitter_pct", cache_ttl_jitter_pct)
             .field("single_flight", single_flight)

@@ -2,6 +2,7 @@
 
 // Only `config`, `state` and `telemetry` are used by other crates (the binary, the tests, the bench);
 // everything else is private to the crate, so the compiler reports what nothing uses.
+pub(crate) mod admission;
 pub(crate) mod cache;
 pub(crate) mod catalog;
 pub mod config;

@@ -218,8 +218,13 @@ impl Cache {
             Join::Follower(rx) => match flight::follow(rx, self.inner.opts.single_flight_wait).await {
                 Some(Shared::Value(data)) => Ok(Loaded::Coalesced(data)),
                 Some(Shared::NotFound(what)) => Err(Error::NotFound(what)),
-                // The leader failed or is slow: ask the database ourselves.
-                _ => self.load_and_fill(key, full, generation, load, FillMode::Queue).await,
+                // The leader's query failed: its followers share the failure rather than each repeating it
+                // against a database that is failing or overloaded.
+                Some(Shared::Failed) => Err(Error::LoadFailed),
+                // The leader is slow: ask the database ourselves.
+                Some(Shared::Cancelled) | None => {
+                    self.load_and_fill(key, full, generation, load, FillMode::Queue).await
+                }
             },
         }
     }

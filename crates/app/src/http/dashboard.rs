@@ -149,7 +149,8 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
     })
 }
 
-/// `POST /api/load-test {endpoint, rounds}`: `rounds` times the database path, then the cache path.
+/// `POST /api/load-test {endpoint, rounds}`: `rounds` times the database path, then the cache path. One at a
+/// time per replica: another is a 429 with `Retry-After`.
 async fn load_test(State(state): State<AppState>, ApiJson(body): ApiJson<LoadTestBody>) -> Result<impl IntoResponse> {
     let rounds = body.rounds.unwrap_or(DEFAULT_ROUNDS);
     if !(1..=MAX_ROUNDS).contains(&rounds) {
@@ -161,6 +162,7 @@ async fn load_test(State(state): State<AppState>, ApiJson(body): ApiJson<LoadTes
         limit: body.limit.map(|l| l.to_string()),
         id: body.id.map(|i| i.to_string()),
     })?;
+    let _slot = state.admission.load_test()?;
     let started = Instant::now();
     let mut results = Vec::with_capacity(rounds as usize);
     for round in 1..=rounds {
