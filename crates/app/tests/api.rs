@@ -228,7 +228,7 @@ async fn flush_removes_only_this_apps_keys_and_resets_stats() {
     let stats = app.get("/api/stats").await;
     assert_eq!(stats.json["hits"], 1);
     let keys = stats.json["keys"].as_u64().expect("keys");
-    assert_eq!(keys, 6, "5 entries + the generations hash: {}", stats.text);
+    assert_eq!(keys, 7, "5 entries, the generations hash and the catalogue index: {}", stats.text);
 
     let r = app.post("/api/flush-cache", "").await;
     assert_eq!(r.status, 200, "{}", r.text);

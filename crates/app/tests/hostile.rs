@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, assert_error, shared_redis};
+use cache_demo_testkit::{RedisOptions, RedisServer};
+use common::{TestApp, assert_error, fresh_db, shared_pg, shared_redis};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -139,4 +140,50 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(500), "served at once ({waited:?}): the cap did not hold");
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+}
+
+/// 200,000 keys under the app's prefix, made by one Lua loop in Redis (bounded: a few hundred ms).
+fn fill_keyspace(redis: &RedisServer, prefix: &str) {
+    let script = "for i = 1, 200000 do redis.call('SET', ARGV[1] .. ':filler:' .. i, 'x', 'EX', 600) end return 1";
+    redis.cli(&["EVAL", script, "0", prefix]).expect("fill");
+    let size = redis.cli(&["DBSIZE"]).expect("dbsize").parse::<u64>().ok();
+    assert!(size >= Some(200_000), "{size:?} keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_writes_do_not_scan_a_large_keyspace() {
+    let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
+        .await
+        .expect("join")
+        .expect("redis");
+    let (db_url, _) = fresh_db(shared_pg().await).await;
+    let app = TestApp::start_on(&db_url, &redis.url(), |_| {}).await;
+    tokio::task::block_in_place(|| fill_keyspace(&redis, &app.prefix));
+    app.get("/api/categories").await;
+    app.get("/api/top-products").await;
+    // Generous bounds: with a SCAN of the keyspace these took ~20 s each.
+    let bound = Duration::from_millis(1_000);
+    let started = Instant::now();
+    let stats = app.get("/api/stats").await;
+    assert_eq!(stats.status, 200);
+    assert!(started.elapsed() < bound, "/api/stats took {:?}", started.elapsed());
+    let started = Instant::now();
+    let w = app.put("/api/products/1", r#"{"stock": 321}"#).await;
+    assert_eq!(w.status, 200, "{}", w.text);
+    assert!(started.elapsed() < bound, "PUT took {:?}", started.elapsed());
+    let removed: Vec<&str> =
+        w.json["invalidated"]["keys"].as_array().expect("keys").iter().filter_map(|k| k.as_str()).collect();
+    assert!(removed.contains(&"categories:stats") && removed.contains(&"products:top:10"), "{removed:?}");
+    assert_eq!(app.get("/api/categories").await.x_cache(), "MISS", "the catalogue was invalidated");
+    // The background count catches up (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut keys = None;
+    while Instant::now() < deadline {
+        keys = app.get("/api/stats").await.json["keys"].as_u64();
+        if keys.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(keys >= Some(200_000), "{keys:?}");
 }

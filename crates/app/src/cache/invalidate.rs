@@ -62,15 +62,21 @@ impl Cache {
             .collect();
         let direct: Vec<String> = products.iter().map(|k| ks.full(k)).collect();
         let tokens: Vec<_> = scopes.iter().map(|s| (s.field(), Token::new())).collect();
+        let catalog = if scopes.contains(&Scope::Catalog) { "1" } else { "0" };
+        let index = ks.catalog_index();
         let script = &self.inner.bump;
-        let bumped: Result<i64, _> = self
+        // Catalogue entries come from the index in the same script as the token change: every entry stored
+        // before it is listed (a fill lists its entry atomically), and none can be stored after it.
+        let bumped: Result<(i64, Vec<String>), _> = self
             .inner
             .redis
             .run("invalidate", |mut conn| async move {
                 let mut inv = script.key(gens);
+                inv.key(index);
                 for k in &direct {
                     inv.key(k);
                 }
+                inv.arg(catalog);
                 for (field, token) in &tokens {
                     inv.arg(field.as_ref()).arg(token.as_str());
                 }
@@ -78,20 +84,10 @@ impl Cache {
             })
             .await;
         let mut result = Invalidation { complete: bumped.is_ok(), ..Default::default() };
-        if let Ok(n) = bumped {
-            result.count += n as usize;
+        if let Ok((n, removed)) = bumped {
+            result.count += n as usize + removed.len();
             result.keys.extend(products.iter().map(|k| k.name().to_owned()).take(n as usize));
-        }
-        // Catalog entries are found by SCAN after the token change: no stale entry can be created after it,
-        // and SCAN returns every key that exists for its whole duration.
-        if result.complete && scopes.contains(&Scope::Catalog) {
-            match self.unlink_matching(|k| ks.is_catalog_entry(k)).await {
-                Ok(removed) => {
-                    result.count += removed.len();
-                    result.keys.extend(removed.into_iter().map(|k| ks.short(&k).to_owned()));
-                }
-                Err(_) => result.complete = false,
-            }
+            result.keys.extend(removed.iter().map(|k| ks.short(k).to_owned()));
         }
         result.keys.truncate(MAX_KEYS_LISTED);
         if result.complete {

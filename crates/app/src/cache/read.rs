@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::flight::{self, Join, Shared};
-use super::keys::CacheKey;
+use super::keys::{CacheKey, Scope};
 use super::outcome::{Cached, Level, Outcome, Primed};
 use super::scripts::{FILL, FORGET, Token};
 use super::{Cache, ttl};
@@ -177,6 +177,7 @@ impl Cache {
     /// One round trip: the value, or the scope's generation token (created if there is none).
     async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, super::CacheError> {
         let gens = self.inner.keyspace.generations();
+        let index = self.catalog_index_of(key);
         let field = key.generation_field();
         let fresh = Token::new();
         let script = &self.inner.lookup;
@@ -184,7 +185,12 @@ impl Cache {
             .inner
             .redis
             .run("lookup", |mut conn| async move {
-                script.key(full).key(gens).arg(field).arg(fresh.as_str()).invoke_async(&mut conn).await
+                let mut invocation = script.key(full);
+                invocation.key(gens);
+                if let Some(index) = index {
+                    invocation.key(index);
+                }
+                invocation.arg(field).arg(fresh.as_str()).invoke_async(&mut conn).await
             })
             .await?;
         Ok(if found == 1 {
@@ -264,16 +270,19 @@ impl Cache {
     /// that has not seen the script yet), and the TTL it gives.
     fn fill_command(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) -> (::redis::Cmd, Duration) {
         let ttl = ttl::random_jitter(*self.inner.opts.ttls.get(key.endpoint), self.inner.opts.ttl_jitter_pct);
+        let index = self.catalog_index_of(key);
         let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(FILL)
-            .arg(2)
-            .arg(full)
-            .arg(self.inner.keyspace.generations())
-            .arg(key.generation_field())
-            .arg(token)
-            .arg(data.as_ref())
-            .arg(ttl.as_millis() as u64);
+        cmd.arg(FILL).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(self.inner.keyspace.generations());
+        if let Some(index) = index {
+            cmd.arg(index);
+        }
+        cmd.arg(key.generation_field()).arg(token).arg(data.as_ref()).arg(ttl.as_millis() as u64);
         (cmd, ttl)
+    }
+
+    /// The catalogue index, for entries of the catalogue scope (the ones a write finds through it).
+    fn catalog_index_of(&self, key: &CacheKey) -> Option<&str> {
+        matches!(key.scope, Scope::Catalog).then(|| self.inner.keyspace.catalog_index())
     }
 
     /// The lookup of something that does not exist created its scope's token: remove it again (unless a write

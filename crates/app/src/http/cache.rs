@@ -28,7 +28,7 @@ const DEFAULT_KEYS: usize = 100;
 /// `GET /api/stats`: the dashboard's numbers.
 async fn stats(State(state): State<AppState>) -> Json<Stats> {
     let cache = &state.cache;
-    let (keys, info) = tokio::join!(cache.scan_keys(), cache.info());
+    let (keys, info) = tokio::join!(cache.count_keys(), cache.info());
     let circuit = cache.redis().breaker_state().label().to_owned();
     let redis = match info {
         Ok(pairs) => {
@@ -56,7 +56,7 @@ async fn stats(State(state): State<AppState>) -> Json<Stats> {
     };
     Json(Stats {
         counters: cache.counters(),
-        keys: keys.ok().map(|k| k.len()),
+        keys: keys.ok().flatten(),
         key_prefix: cache.keyspace().prefix().to_owned(),
         ttl_secs: opts.ttls.iter().map(|(e, ttl)| (e.label().to_owned(), ttl.as_secs())).collect(),
         db_delay_ms: state.db.delay().as_millis() as u64,
