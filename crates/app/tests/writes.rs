@@ -5,7 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestApp, assert_error, shared_pg};
+use cache_demo_testkit::{RedisOptions, RedisServer};
+use common::{TestApp, assert_error, fresh_db, shared_pg};
 
 /// Holds a row lock on product `id` from another connection for `secs`; returns once the lock is taken
 /// (bounded), with the psql run to join.
@@ -131,4 +132,98 @@ async fn a_second_load_test_is_refused_while_one_runs() {
     assert_eq!(second.header("retry-after"), "1");
     assert_eq!(first.await.expect("join").expect("first load test"), 200);
     assert_eq!(app.post("/api/load-test", r#"{"endpoint":"top","rounds":2}"#).await.status, 200, "free again");
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("join")
+}
+
+async fn stock(app: &TestApp, id: i32) -> (i64, String) {
+    let r = app.get(&format!("/api/products/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    (r.json["data"]["stock"].as_i64().expect("stock"), r.x_cache().to_owned())
+}
+
+/// Reads product `id` for `period` and fails on any value other than `expected`; returns the last X-Cache.
+async fn never_stale(app: &TestApp, id: i32, expected: i64, period: Duration) -> String {
+    let until = Instant::now() + period;
+    let mut last = String::new();
+    while Instant::now() < until {
+        let (seen, x_cache) = stock(app, id).await;
+        assert_eq!(seen, expected, "a stale read after a committed write ({x_cache})");
+        last = x_cache;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_behind_an_open_breaker_is_invalidated_when_redis_returns() {
+    let redis = std::sync::Arc::new(blocking(|| RedisServer::start(RedisOptions::default())).await.expect("redis"));
+    let (db_url, _) = fresh_db(shared_pg().await).await;
+    let app = TestApp::start_on(&db_url, &redis.url(), |c| {
+        c.redis_timeout_ms = 200;
+        c.breaker_failures = 2;
+        c.breaker_cooldown_ms = 800;
+    })
+    .await;
+    let (old, _) = stock(&app, 4).await;
+    assert_eq!(stock(&app, 4).await.1, "HIT");
+    pause(&redis, true).await;
+    for _ in 0..3 {
+        stock(&app, 5).await;
+    }
+    pause(&redis, false).await;
+    // The breaker is open: the write's invalidation is not even sent.
+    let w = app.put("/api/products/4", &format!(r#"{{"stock": {}}}"#, old + 7)).await;
+    assert_eq!(w.status, 200, "{}", w.text);
+    assert_eq!(w.json["invalidated"]["complete"], false, "{}", w.text);
+    // Across the cool-down and the breaker's probe: never the old value, and the cache is used again after.
+    never_stale(&app, 4, old + 7, Duration::from_millis(2_500)).await;
+    assert_eq!(stock(&app, 4).await, (old + 7, "HIT".to_owned()), "the owed invalidation was applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_while_redis_is_frozen_is_never_read_stale() {
+    let redis = std::sync::Arc::new(blocking(|| RedisServer::start(RedisOptions::default())).await.expect("redis"));
+    let (db_url, _) = fresh_db(shared_pg().await).await;
+    let app = TestApp::start_on(&db_url, &redis.url(), |c| c.redis_timeout_ms = 200).await;
+    let (old, _) = stock(&app, 6).await;
+    assert_eq!(stock(&app, 6).await.1, "HIT");
+    pause(&redis, true).await;
+    let w = app.put("/api/products/6", &format!(r#"{{"stock": {}}}"#, old + 3)).await;
+    assert_eq!(w.status, 200, "{}", w.text);
+    assert_eq!(w.json["invalidated"]["complete"], false, "{}", w.text);
+    pause(&redis, false).await;
+    never_stale(&app, 6, old + 3, Duration::from_millis(1_500)).await;
+    assert_eq!(stock(&app, 6).await, (old + 3, "HIT".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_while_redis_is_full_under_noeviction_is_never_read_stale() {
+    let opts = RedisOptions { maxmemory: "8mb".into(), policy: "noeviction".into(), ..Default::default() };
+    let redis = std::sync::Arc::new(blocking(move || RedisServer::start(opts)).await.expect("redis"));
+    let (db_url, _) = fresh_db(shared_pg().await).await;
+    let app = TestApp::start_on(&db_url, &redis.url(), |_| {}).await;
+    let (old, _) = stock(&app, 7).await;
+    assert_eq!(stock(&app, 7).await.1, "HIT");
+    // One script writes past maxmemory (a script is checked only when it starts); after it, writes are refused.
+    let fill = "for i = 1, 12000 do redis.call('SET', 'filler:' .. i, string.rep('x', 1000)) end return 1";
+    let r = redis.clone();
+    blocking(move || r.cli(&["EVAL", fill, "0"]).expect("fill")).await;
+    let w = app.put("/api/products/7", &format!(r#"{{"stock": {}}}"#, old + 11)).await;
+    assert_eq!(w.status, 200, "{}", w.text);
+    assert_eq!(w.json["invalidated"]["complete"], false, "Redis refused the write: {}", w.text);
+    never_stale(&app, 7, old + 11, Duration::from_millis(600)).await;
+    let free = "for i = 1, 12000 do redis.call('UNLINK', 'filler:' .. i) end return 1";
+    let r = redis.clone();
+    blocking(move || r.cli(&["EVAL", free, "0"]).expect("free")).await;
+    never_stale(&app, 7, old + 11, Duration::from_millis(800)).await;
+    assert_eq!(stock(&app, 7).await, (old + 11, "HIT".to_owned()));
+}
+
+/// SIGSTOP (`true`) or SIGCONT the server: Redis frozen, not gone.
+async fn pause(redis: &std::sync::Arc<RedisServer>, stop: bool) {
+    let redis = redis.clone();
+    blocking(move || if stop { redis.pause() } else { redis.resume() }).await.expect("signal redis");
 }

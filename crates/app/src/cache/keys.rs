@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// What a cached entry depends on. A write bumps the generation of every scope it touches, which stops
 /// in-flight loads of those scopes from storing what they read before the write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Aggregates and lists over all products: stats, searches, top lists.
     Catalog,

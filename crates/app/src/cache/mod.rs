@@ -32,6 +32,7 @@ mod l1;
 mod lock;
 mod options;
 mod outcome;
+mod pending;
 mod read;
 mod scripts;
 mod stats;
@@ -71,6 +72,7 @@ struct Inner {
     l1: Option<Arc<L1>>,
     bus: Arc<Bus>,
     key_count: admin::KeyCount,
+    pending: pending::Pending,
     lookup: ::redis::Script,
     bump: ::redis::Script,
     unlock: ::redis::Script,
@@ -91,6 +93,7 @@ impl Cache {
                 l1,
                 bus,
                 key_count: admin::KeyCount::default(),
+                pending: pending::Pending::default(),
                 lookup: ::redis::Script::new(scripts::LOOKUP),
                 bump: ::redis::Script::new(scripts::BUMP_AND_UNLINK),
                 unlock: ::redis::Script::new(scripts::UNLOCK),
@@ -98,9 +101,11 @@ impl Cache {
         }
     }
 
-    /// Starts the background work (the invalidation subscription) until `shutdown`.
+    /// Starts the background work (the invalidation subscription, the retry of invalidations Redis did not
+    /// take) until `shutdown`.
     pub fn start(&self, shutdown: CancellationToken) {
-        tokio::spawn(self.inner.bus.clone().run(shutdown));
+        tokio::spawn(self.inner.bus.clone().run(shutdown.clone()));
+        tokio::spawn(self.clone().retry_pending(shutdown));
     }
 
     pub fn options(&self) -> &CacheOptions {

@@ -103,6 +103,12 @@ impl Cache {
             let cached = Cached { data, outcome: Outcome::Bypass, redis_time: None, db_time: Some(db_time) };
             return Ok(self.record(key, cached));
         }
+        if self.invalidation_owed(&key.scope) {
+            // A write's invalidation has not reached Redis yet: the cache may hold what it replaced.
+            let (data, db_time) = load_json(load).await?;
+            let cached = Cached { data, outcome: Outcome::Error, redis_time: None, db_time: Some(db_time) };
+            return Ok(self.record(key, cached));
+        }
         let full = self.inner.keyspace.full(key);
         let l1 = self.inner.l1.as_ref().filter(|l1| l1.is_active());
         if let Some(data) = l1.and_then(|l1| l1.get(&full)) {
