@@ -11,8 +11,8 @@ use super::{Cache, CacheError};
 const SCAN_BATCH: usize = 500;
 /// SCAN calls a key count for `/api/stats` makes before it answers from the last full count: SCAN walks the
 /// whole keyspace whatever its MATCH, so a large keyspace is counted in the background instead.
-const COUNT_BUDGET: usize = 10;
-const COUNT_BATCH: usize = 2_000;
+const COUNT_BUDGET: usize = 4;
+const COUNT_BATCH: usize = 1_000;
 /// How long a background count answers before another is started.
 const COUNT_FRESH: Duration = Duration::from_secs(30);
 
