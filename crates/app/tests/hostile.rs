@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cache_demo_testkit::{RedisOptions, RedisServer};
-use common::{TestApp, assert_error, fresh_db, shared_pg, shared_redis};
+use common::{TestApp, assert_error, shared_redis};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -152,12 +152,7 @@ fn fill_keyspace(redis: &RedisServer, prefix: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_writes_do_not_scan_a_large_keyspace() {
-    let redis = tokio::task::spawn_blocking(|| RedisServer::start(RedisOptions::default()))
-        .await
-        .expect("join")
-        .expect("redis");
-    let (db_url, _) = fresh_db(shared_pg().await).await;
-    let app = TestApp::start_on(&db_url, &redis.url(), |_| {}).await;
+    let (app, redis) = TestApp::start_on_own_redis(RedisOptions::default(), |_| {}).await;
     tokio::task::block_in_place(|| fill_keyspace(&redis, &app.prefix));
     app.get("/api/categories").await;
     app.get("/api/top-products").await;

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cache_demo_testkit::{RedisOptions, RedisServer};
-use common::{TestApp, assert_error, fresh_db, shared_pg};
+use common::{TestApp, assert_error, shared_pg};
 
 /// Holds a row lock on product `id` from another connection for `secs`; returns once the lock is taken
 /// (bounded), with the psql run to join.
@@ -159,9 +159,7 @@ async fn never_stale(app: &TestApp, id: i32, expected: i64, period: Duration) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_behind_an_open_breaker_is_invalidated_when_redis_returns() {
-    let redis = std::sync::Arc::new(blocking(|| RedisServer::start(RedisOptions::default())).await.expect("redis"));
-    let (db_url, _) = fresh_db(shared_pg().await).await;
-    let app = TestApp::start_on(&db_url, &redis.url(), |c| {
+    let (app, redis) = TestApp::start_on_own_redis(RedisOptions::default(), |c| {
         c.redis_timeout_ms = 200;
         c.breaker_failures = 2;
         c.breaker_cooldown_ms = 800;
@@ -185,9 +183,7 @@ async fn a_write_behind_an_open_breaker_is_invalidated_when_redis_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_while_redis_is_frozen_is_never_read_stale() {
-    let redis = std::sync::Arc::new(blocking(|| RedisServer::start(RedisOptions::default())).await.expect("redis"));
-    let (db_url, _) = fresh_db(shared_pg().await).await;
-    let app = TestApp::start_on(&db_url, &redis.url(), |c| c.redis_timeout_ms = 200).await;
+    let (app, redis) = TestApp::start_on_own_redis(RedisOptions::default(), |c| c.redis_timeout_ms = 200).await;
     let (old, _) = stock(&app, 6).await;
     assert_eq!(stock(&app, 6).await.1, "HIT");
     pause(&redis, true).await;
@@ -202,9 +198,7 @@ async fn a_write_while_redis_is_frozen_is_never_read_stale() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_while_redis_is_full_under_noeviction_is_never_read_stale() {
     let opts = RedisOptions { maxmemory: "8mb".into(), policy: "noeviction".into(), ..Default::default() };
-    let redis = std::sync::Arc::new(blocking(move || RedisServer::start(opts)).await.expect("redis"));
-    let (db_url, _) = fresh_db(shared_pg().await).await;
-    let app = TestApp::start_on(&db_url, &redis.url(), |_| {}).await;
+    let (app, redis) = TestApp::start_on_own_redis(opts, |_| {}).await;
     let (old, _) = stock(&app, 7).await;
     assert_eq!(stock(&app, 7).await.1, "HIT");
     // One script writes past maxmemory (a script is checked only when it starts); after it, writes are refused.

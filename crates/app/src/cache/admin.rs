@@ -63,20 +63,7 @@ impl Cache {
         // SCAN may return a key more than once.
         let mut seen = std::collections::HashSet::new();
         for _ in 0..budget.unwrap_or(usize::MAX) {
-            let (next, batch): (u64, Vec<String>) = self
-                .inner
-                .redis
-                .run("scan", |mut conn| async move {
-                    ::redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(COUNT_BATCH)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
+            let (next, batch) = self.scan_page(cursor, pattern, COUNT_BATCH).await?;
             seen.extend(batch.into_iter().filter(|k| self.inner.keyspace.owns(k)));
             cursor = next;
             if cursor == 0 {
@@ -92,20 +79,7 @@ impl Cache {
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .inner
-                .redis
-                .run("scan", |mut conn| async move {
-                    ::redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_BATCH)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
+            let (next, batch) = self.scan_page(cursor, pattern, SCAN_BATCH).await?;
             keys.extend(batch.into_iter().filter(|k| self.inner.keyspace.owns(k)));
             cursor = next;
             // SCAN may return a key more than once.
@@ -119,6 +93,23 @@ impl Cache {
                 return Ok((keys, false));
             }
         }
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT count`: the next cursor and the keys of this page.
+    async fn scan_page(&self, cursor: u64, pattern: &str, count: usize) -> Result<(u64, Vec<String>), CacheError> {
+        self.inner
+            .redis
+            .run("scan", |mut conn| async move {
+                ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
     }
 
     /// `TTL` of each key, in one round trip (-2: gone, -1: no expiry).
