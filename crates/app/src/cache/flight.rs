@@ -196,6 +196,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_failed_leader_fails_its_followers_instead_of_each_querying() {
+        let flights = Flights::default();
+        let Join::Leader(lead) = flights.join("k", Some("t")) else { panic!("leader expected") };
+        let Join::Follower(rx) = flights.join("k", Some("t")) else { panic!("follower expected") };
+        lead.finish(Shared::Failed);
+        assert!(matches!(follow(rx, Duration::from_secs(1)).await, Some(Shared::Failed)));
+        assert!(matches!(flights.join("k", Some("t")), Join::Leader(_)), "a later request leads anew");
+    }
+
+    #[tokio::test]
     async fn followers_wait_a_bounded_time() {
         let flights = Flights::default();
         let _lead = match flights.join("k", None) {
