@@ -337,6 +337,8 @@ function drawChart() {
 
 // ---- wiring --------------------------------------------------------------------------------
 
+// No inline handlers: the Content-Security-Policy allows scripts from this origin's files only.
+$("target-form").addEventListener("submit", (e) => e.preventDefault());
 $("endpoint").addEventListener("change", onTargetChange);
 $("query").addEventListener("change", onTargetChange);
 $("product-id").addEventListener("change", onTargetChange);

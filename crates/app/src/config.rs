@@ -1,6 +1,7 @@
 //! Every setting of the service: one clap struct, each field readable from the environment, each default
 //! good for a laptop (`make run` sets the two URLs).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::cache::Endpoint;
 
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(
     name = "cache-demo",
     version,
@@ -35,6 +36,15 @@ pub struct Config {
     /// Address the HTTP server listens on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
     pub listen_addr: SocketAddr,
+
+    /// Time a client has to send a request's headers (also how long an idle keep-alive connection stays open),
+    /// in milliseconds; past it the connection is closed.
+    #[arg(long, env = "HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub http_header_read_timeout_ms: u64,
+
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "HTTP_MAX_CONNECTIONS", default_value_t = 2_048, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub http_max_connections: u32,
 
     /// Prefix of every Redis key this app writes (`<prefix>:categories:stats`).
     #[arg(long, env = "CACHE_PREFIX", default_value = "cache-demo", value_parser = parse_prefix)]
@@ -75,6 +85,11 @@ pub struct Config {
     /// Upper bound of one PostgreSQL query, in milliseconds.
     #[arg(long, env = "DB_QUERY_TIMEOUT_MS", default_value_t = 10_000)]
     pub db_query_timeout_ms: u64,
+
+    /// PostgreSQL's `lock_timeout` on the app's connections, in milliseconds: a write waiting this long for a
+    /// row lock gives up (503) instead of holding a connection.
+    #[arg(long, env = "DB_LOCK_TIMEOUT_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub db_lock_timeout_ms: u64,
 
     /// Upper bound of one Redis command; past it the request is answered from PostgreSQL.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 250)]
@@ -144,7 +159,8 @@ pub struct Config {
     #[arg(long, env = "WARM_TOP_N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub warm_top_n: u32,
 
-    /// Bearer token required by the admin routes and the flush when set (`Authorization: Bearer <token>`).
+    /// Bearer token required, when set, by every write: product changes, the flush, warming and the admin routes
+    /// (`Authorization: Bearer <token>`). Reads stay open.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -164,6 +180,10 @@ pub enum LogFormat {
 }
 
 impl Config {
+    pub fn http_header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_read_timeout_ms)
+    }
+
     pub fn db_delay(&self) -> Duration {
         Duration::from_millis(self.db_delay_ms)
     }
@@ -180,6 +200,16 @@ impl Config {
         Duration::from_millis(self.db_query_timeout_ms)
     }
 
+    /// The admin token, if one is set (an empty value counts as none).
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref().filter(|t| !t.is_empty())
+    }
+
+    /// Whether anyone who can reach the listen address may write: no token, and not bound to loopback only.
+    pub fn writes_open_to_network(&self) -> bool {
+        self.admin_token().is_none() && !self.listen_addr.ip().is_loopback()
+    }
+
     /// TTL of an endpoint's entries: its own setting, else `CACHE_TTL_SECS`.
     pub fn cache_ttl(&self, endpoint: Endpoint) -> Duration {
         let own = match endpoint {
@@ -194,6 +224,104 @@ impl Config {
     /// Defaults for tests and embedding: the given URLs, everything else as documented.
     pub fn for_urls(database_url: &str, redis_url: &str) -> Self {
         Config::parse_from(["cache-demo", "--database-url", database_url, "--redis-url", redis_url])
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// Written by hand so that logging the configuration never prints a password, a URL's credentials or the admin
+/// token; the destructuring makes a new field a compile error here until it is listed.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Config {
+            database_url,
+            redis_url,
+            redis_password,
+            listen_addr,
+            http_header_read_timeout_ms,
+            http_max_connections,
+            cache_prefix,
+            cache_ttl_secs,
+            cache_ttl_categories_secs,
+            cache_ttl_search_secs,
+            cache_ttl_top_secs,
+            cache_ttl_product_secs,
+            db_delay_ms,
+            db_pool_size,
+            db_acquire_timeout_ms,
+            db_query_timeout_ms,
+            db_lock_timeout_ms,
+            redis_timeout_ms,
+            cache_ttl_jitter_pct,
+            single_flight,
+            single_flight_wait_ms,
+            stampede_lock,
+            stampede_lock_ttl_ms,
+            breaker_enabled,
+            breaker_failures,
+            breaker_cooldown_ms,
+            l1_enabled,
+            l1_ttl_ms,
+            l1_max_entries,
+            invalidation_ack_timeout_ms,
+            write_through,
+            warm_on_start,
+            warm_interval_secs,
+            warm_top_n,
+            admin_token,
+            log_format,
+            shutdown_grace_secs,
+        } = self;
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(database_url))
+            .field("redis_url", &redact_url(redis_url))
+            .field("redis_password", &redis_password.as_ref().map(|_| REDACTED))
+            .field("listen_addr", listen_addr)
+            .field("http_header_read_timeout_ms", http_header_read_timeout_ms)
+            .field("http_max_connections", http_max_connections)
+            .field("cache_prefix", cache_prefix)
+            .field("cache_ttl_secs", cache_ttl_secs)
+            .field("cache_ttl_categories_secs", cache_ttl_categories_secs)
+            .field("cache_ttl_search_secs", cache_ttl_search_secs)
+            .field("cache_ttl_top_secs", cache_ttl_top_secs)
+            .field("cache_ttl_product_secs", cache_ttl_product_secs)
+            .field("db_delay_ms", db_delay_ms)
+            .field("db_pool_size", db_pool_size)
+            .field("db_acquire_timeout_ms", db_acquire_timeout_ms)
+            .field("db_query_timeout_ms", db_query_timeout_ms)
+            .field("db_lock_timeout_ms", db_lock_timeout_ms)
+            .field("redis_timeout_ms", redis_timeout_ms)
+            .field("cache_ttl_jitter_pct", cache_ttl_jitter_pct)
+            .field("single_flight", single_flight)
+            .field("single_flight_wait_ms", single_flight_wait_ms)
+            .field("stampede_lock", stampede_lock)
+            .field("stampede_lock_ttl_ms", stampede_lock_ttl_ms)
+            .field("breaker_enabled", breaker_enabled)
+            .field("breaker_failures", breaker_failures)
+            .field("breaker_cooldown_ms", breaker_cooldown_ms)
+            .field("l1_enabled", l1_enabled)
+            .field("l1_ttl_ms", l1_ttl_ms)
+            .field("l1_max_entries", l1_max_entries)
+            .field("invalidation_ack_timeout_ms", invalidation_ack_timeout_ms)
+            .field("write_through", write_through)
+            .field("warm_on_start", warm_on_start)
+            .field("warm_interval_secs", warm_interval_secs)
+            .field("warm_top_n", warm_top_n)
+            .field("admin_token", &admin_token.as_ref().map(|_| REDACTED))
+            .field("log_format", log_format)
+            .field("shutdown_grace_secs", shutdown_grace_secs)
+            .finish()
+    }
+}
+
+/// A URL with its user information replaced: `postgres://<redacted>@host/db`. Not a URL parser: everything
+/// between `://` and the last `@` before the path is credentials.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{REDACTED}{}", &rest[at..]),
+        None => url.to_owned(),
     }
 }
 
@@ -225,6 +353,33 @@ mod tests {
         assert!(parse_prefix("a*").is_err());
         assert!(parse_prefix("a:b").is_err());
         assert!(parse_prefix("").is_err());
+    }
+
+    #[test]
+    fn writes_are_open_only_without_a_token_off_loopback() {
+        let mut c = Config::for_urls("postgres://x/y", "redis://z/");
+        assert!(c.writes_open_to_network(), "0.0.0.0 without a token");
+        c.admin_token = Some(String::new());
+        assert!(c.writes_open_to_network(), "an empty token is no token");
+        c.admin_token = Some("t".into());
+        assert!(!c.writes_open_to_network());
+        c.admin_token = None;
+        c.listen_addr = "127.0.0.1:8000".parse().expect("addr");
+        assert!(!c.writes_open_to_network());
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let mut c = Config::for_urls("postgres://app:pg-secret@db:5432/x", "rediss://:redis-secret@cache:6380/0");
+        c.redis_password = Some("other-secret".into());
+        c.admin_token = Some("token-secret".into());
+        let shown = format!("{c:?}");
+        for secret in ["pg-secret", "redis-secret", "other-secret", "token-secret", "app:"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("postgres://<redacted>@db:5432/x"), "{shown}");
+        assert!(shown.contains("cache_ttl_secs: 60"), "{shown}");
+        assert_eq!(redact_url("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
     }
 
     #[test]

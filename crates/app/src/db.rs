@@ -221,6 +221,7 @@ pub struct DbOptions {
     pub pool_size: u32,
     pub acquire_timeout: Duration,
     pub query_timeout: Duration,
+    pub lock_timeout: Duration,
     pub delay: Duration,
 }
 
@@ -229,6 +230,12 @@ impl Db {
     /// and the pool reconnects by itself when it comes back.
     pub fn connect_lazy(opts: &DbOptions, metrics: Metrics) -> Result<Self, sqlx::Error> {
         let connect: PgConnectOptions = opts.url.parse()?;
+        // Server-side bounds: dropping a query's future does not cancel it (sqlx sends no CancelRequest), so
+        // PostgreSQL itself must end a statement or a lock wait that outlives the client's patience.
+        let connect = connect.options([
+            ("statement_timeout", format!("{}ms", opts.query_timeout.as_millis())),
+            ("lock_timeout", format!("{}ms", opts.lock_timeout.as_millis())),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(opts.pool_size.max(1))
             .acquire_timeout(opts.acquire_timeout)
@@ -253,6 +260,11 @@ impl Db {
             Ok(r) => r.map_err(Error::from),
             Err(_) => Err(Error::DatabaseUnavailable(sqlx::Error::PoolTimedOut)),
         }
+    }
+
+    /// Every connection the pool may open is open and in use: PostgreSQL is reachable, the app is only busy.
+    pub fn saturated(&self) -> bool {
+        self.pool.size() >= self.pool.options().get_max_connections() && self.pool.num_idle() == 0
     }
 
     pub async fn ping(&self) -> Result<()> {

@@ -34,6 +34,10 @@ pub enum Error {
     #[error("request timed out")]
     Timeout,
 
+    /// Work this replica does one (or a few) at a time is already running: try again shortly.
+    #[error("{what} is busy: try again shortly")]
+    Busy { what: &'static str },
+
     /// A known path with a method it does not take.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -48,6 +52,14 @@ pub enum Error {
 
     #[error("database error")]
     Database(#[source] sqlx::Error),
+
+    /// A bug: a task panicked. Logged, never shown.
+    #[error("internal error")]
+    Internal(&'static str),
+
+    /// A concurrent load of the same entry, which this request waited for, failed.
+    #[error("the database query this request shared failed")]
+    LoadFailed,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -76,8 +88,11 @@ impl Error {
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::LoadFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -93,6 +108,9 @@ impl Error {
             Error::NotFound(_)
             | Error::Database(_)
             | Error::Unauthorized
+            | Error::Busy { .. }
+            | Error::LoadFailed
+            | Error::Internal(_)
             | Error::MethodNotAllowed
             | Error::Timeout => Value::Null,
         }
@@ -115,9 +133,15 @@ impl From<sqlx::Error> for Error {
                     Error::Conflict { field: "sku", message: "a product with this SKU already exists".into() }
                 }
                 Some((field, message)) => Error::invalid(field, message),
-                // 57P01 admin_shutdown, 57P03 cannot_connect_now: the server is going away.
-                None if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03")) => {
+                // 57P01 admin_shutdown, 57P03 cannot_connect_now: the server is going away; 57014 a statement
+                // past `statement_timeout`, 55P03 a lock past `lock_timeout`: busy, the caller may retry.
+                None if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03" | "57014" | "55P03")) => {
                     Error::DatabaseUnavailable(e)
+                }
+                // Class 22, data exception (a NUL byte, a number out of range): the input's fault, not ours.
+                // The checks in `catalog::input` name the field first; this is the net under them.
+                None if db.code().is_some_and(|c| c.starts_with("22")) => {
+                    Error::invalid("body", "a value PostgreSQL cannot store")
                 }
                 None => Error::Database(e),
             },
@@ -144,11 +168,15 @@ impl IntoResponse for Error {
         match &self {
             Error::Database(e) => tracing::error!(error = %e, "database error"),
             Error::DatabaseUnavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            Error::Internal(what) => tracing::error!(what, "internal error"),
             _ => {}
         }
         let mut body = json!({ "error": self.to_string(), "detail": self.detail() });
         if let Error::CacheUnavailable { key: Some(key), .. } = &self {
             body["key"] = Value::String(key.clone());
+        }
+        if matches!(self, Error::Busy { .. }) {
+            return (status, [(axum::http::header::RETRY_AFTER, "1")], Json(body)).into_response();
         }
         if matches!(self, Error::Unauthorized) {
             return (status, [(axum::http::header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();

@@ -2,6 +2,7 @@
 
 // Only `config`, `state` and `telemetry` are used by other crates (the binary, the tests, the bench);
 // everything else is private to the crate, so the compiler reports what nothing uses.
+pub(crate) mod admission;
 pub(crate) mod cache;
 pub(crate) mod catalog;
 pub mod config;
@@ -10,6 +11,7 @@ pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod recent;
+pub(crate) mod server;
 pub mod state;
 pub mod telemetry;
 pub(crate) mod warm;
@@ -29,8 +31,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     warm::spawn(state.clone());
+    let limits = server::Limits {
+        header_read_timeout: state.config.http_header_read_timeout(),
+        max_connections: state.config.http_max_connections as usize,
+    };
     let app = http::router(state);
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = server::run(listener, app, limits, shutdown).await;
     token.cancel();
     served
 }

@@ -15,6 +15,9 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(config.log_format);
     let listen = config.listen_addr;
+    if config.writes_open_to_network() {
+        tracing::warn!(addr = %listen, "ADMIN_TOKEN is not set: anyone who reaches this address can change products and flush the cache");
+    }
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let state = AppState::new(config)?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::cache::{BreakerConfig, ByEndpoint, Cache, CacheOptions, Keyspace, L1Options, RedisClient};
 use crate::config::Config;
 use crate::db::{Db, DbOptions};
@@ -21,6 +22,8 @@ pub struct Shared {
     pub(crate) cache: Cache,
     pub(crate) metrics: Metrics,
     pub(crate) recent: Recent,
+    /// Limits on heavy work (load tests, reads that bypass the cache).
+    pub(crate) admission: Admission,
     pub(crate) started: Instant,
     /// Cancelled when the server stops; every background task watches it.
     pub(crate) shutdown: CancellationToken,
@@ -36,6 +39,7 @@ impl AppState {
                 pool_size: config.db_pool_size,
                 acquire_timeout: config.db_acquire_timeout(),
                 query_timeout: config.db_query_timeout(),
+                lock_timeout: Duration::from_millis(config.db_lock_timeout_ms),
                 delay: config.db_delay(),
             },
             metrics.clone(),
@@ -68,6 +72,7 @@ impl AppState {
             invalidation_ack_timeout: Duration::from_millis(config.invalidation_ack_timeout_ms),
         };
         let cache = Cache::new(redis, Keyspace::new(&config.cache_prefix), opts, metrics.clone());
+        let admission = Admission::new(config.db_pool_size, config.db_acquire_timeout());
         let shutdown = CancellationToken::new();
         cache.start(shutdown.clone());
         Ok(AppState(Arc::new(Shared {
@@ -76,6 +81,7 @@ impl AppState {
             cache,
             metrics,
             recent: Recent::default(),
+            admission,
             started: Instant::now(),
             shutdown,
         })))

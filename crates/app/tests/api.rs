@@ -228,7 +228,7 @@ async fn flush_removes_only_this_apps_keys_and_resets_stats() {
     let stats = app.get("/api/stats").await;
     assert_eq!(stats.json["hits"], 1);
     let keys = stats.json["keys"].as_u64().expect("keys");
-    assert_eq!(keys, 6, "5 entries + the generations hash: {}", stats.text);
+    assert_eq!(keys, 7, "5 entries, the generations hash and the catalogue index: {}", stats.text);
 
     let r = app.post("/api/flush-cache", "").await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -364,9 +364,10 @@ async fn bad_reads_get_json_errors() {
     assert_error(&app.get(&format!("/api/products?q={long_q}")).await, 400);
     let r = app.send(reqwest::Method::PATCH, "/api/products/1", Some("{}")).await;
     assert_error(&r, 405);
-    // Unknown ids are not cached: a later create of that id must be visible.
+    // Unknown ids are not cached (a later create of that id must be visible), and their lookup's generation
+    // token is removed again: nothing is left.
     let stats = app.get("/api/stats").await;
-    assert_eq!(stats.json["keys"].as_u64(), Some(1), "only the generations hash: {}", stats.text);
+    assert_eq!(stats.json["keys"].as_u64(), Some(0), "no key left: {}", stats.text);
 }
 
 fn product_count(app: &TestApp) -> String {
@@ -395,6 +396,19 @@ async fn bad_writes_are_rejected_and_write_nothing() {
         (r#"{"sku":"NEW-1","name":"x","price":1,"stock":1,"category_id":999}"#.into(), 422, Some("category_id")),
         (r#"{"name":"x","price":1,"stock":1,"category_id":1}"#.into(), 422, Some("sku")),
         (r#"{"sku":"ELE-0001","name":"x","price":1,"stock":1,"category_id":1}"#.into(), 409, Some("sku")),
+        (r#"{"sku":"NEW-1","name":"nul\u0000name","price":1,"stock":1,"category_id":1}"#.into(), 422, Some("name")),
+        (
+            r#"{"sku":"NEW-1","name":"x","description":"\u0000","price":1,"category_id":1}"#.into(),
+            422,
+            Some("description"),
+        ),
+        (r#"{"sku":"NEW-1","name":"x","price":1e300,"stock":1,"category_id":1}"#.into(), 422, Some("price")),
+        (r#"{"sku":"NEW-1","name":"x","price":1,"stock":99999999999,"category_id":1}"#.into(), 422, Some("stock")),
+        (
+            r#"{"sku":"NEW-1","name":"x","price":1,"stock":1,"category_id":99999999999}"#.into(),
+            422,
+            Some("category_id"),
+        ),
     ];
     for (body, status, field) in &cases {
         let r = app.post("/api/products", body).await;
@@ -409,6 +423,8 @@ async fn bad_writes_are_rejected_and_write_nothing() {
         ("/api/products/1", r#"{"name":""}"#, 422),
         ("/api/products/1", r#"{"stock":5,"id":9}"#, 422),
         ("/api/products/1", r#"{"category_id":12345}"#, 422),
+        ("/api/products/1", r#"{"name":"a\u0000b"}"#, 422),
+        ("/api/products/1", r#"{"description":"a\u0000b"}"#, 422),
         ("/api/products/2", r#"{"sku":"ELE-0001"}"#, 409),
         ("/api/products/999999", r#"{"stock":1}"#, 404),
         ("/api/products/abc", r#"{"stock":1}"#, 400),

@@ -24,6 +24,23 @@ async fn page_and_assets_are_served_from_the_binary() {
 }
 
 #[tokio::test]
+async fn page_and_assets_forbid_inline_script_sniffing_and_framing() {
+    let app = TestApp::start().await;
+    for path in ["/", "/assets/app.js", "/assets/style.css"] {
+        let r = app.get(path).await;
+        let csp = r.header("content-security-policy");
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(r.header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(r.header("x-frame-options"), "DENY", "{path}");
+    }
+    let page = app.get("/").await.text;
+    assert!(!page.contains("<script>") && !page.contains("style=\""), "no inline script or style");
+    let handler = page.split(['<', ' ']).find(|w| w.starts_with("on") && w.contains('='));
+    assert_eq!(handler, None, "no inline event handlers");
+}
+
+#[tokio::test]
 async fn compare_times_both_paths_and_reports_the_outcome() {
     let app = TestApp::start().await;
     let first = app.get("/api/compare?endpoint=top").await;

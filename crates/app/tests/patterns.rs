@@ -198,11 +198,11 @@ async fn warming_at_start_up_fills_the_cache_before_any_request() {
     .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut keys = 0;
-    while Instant::now() < deadline && keys < 6 {
+    while Instant::now() < deadline && keys < 7 {
         keys = app.get("/api/stats").await.json["keys"].as_u64().unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(keys, 6, "top list, category stats, 3 products and the generations hash");
+    assert_eq!(keys, 7, "top list, category stats, 3 products, the generations hash and the catalogue index");
     assert_eq!(app.get("/api/categories").await.x_cache(), "HIT");
 }
 
@@ -274,6 +274,44 @@ async fn admin_token_protects_admin_routes_and_flush() {
     let stats = app.get("/api/stats").await;
     assert_eq!(stats.json["patterns"]["admin_token_required"], true);
     assert!(!stats.text.contains(token), "the token never appears");
+}
+
+#[tokio::test]
+async fn admin_token_guards_every_write_and_leaves_reads_open() {
+    let token = "write-t0ken";
+    let app = TestApp::start_with(|c| c.admin_token = Some(token.into())).await;
+    let create = r#"{"sku":"AUTH-1","name":"Guarded","price":1,"stock":1,"category_id":1}"#;
+    assert_error(&app.post("/api/products", create).await, 401);
+    assert_error(&app.put("/api/products/1", r#"{"stock": 7}"#).await, 401);
+    assert_error(&app.delete("/api/products/2").await, 401);
+    assert_error(&app.post("/api/warm", "").await, 401);
+    let product = app.get("/api/products/1").await;
+    assert_eq!(product.status, 200, "reads stay open");
+    assert_ne!(product.json["data"]["stock"], 7, "the unauthorised update wrote nothing");
+    assert_eq!(app.get("/api/products/2").await.status, 200, "the unauthorised delete deleted nothing");
+    assert_eq!(app.get("/api/stats").await.status, 200);
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = app
+            .client
+            .put(format!("{}/api/products/1", app.base))
+            .header("authorization", format!("{scheme} {token}"))
+            .header("content-type", "application/json")
+            .body(r#"{"stock": 7}"#)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "scheme {scheme}");
+    }
+    let r = app
+        .client
+        .post(format!("{}/api/products", app.base))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(create)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 201);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

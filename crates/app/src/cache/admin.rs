@@ -1,15 +1,76 @@
 //! Plain Redis commands over this app's keys, for the admin routes, the stats and the probes: SCAN (never
 //! KEYS), UNLINK in batches, TTL, INFO, PING.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
 use super::keys::CacheKey;
 use super::{Cache, CacheError};
 
 const SCAN_BATCH: usize = 500;
+/// SCAN calls a key count for `/api/stats` makes before it answers from the last full count: SCAN walks the
+/// whole keyspace whatever its MATCH, so a large keyspace is counted in the background instead.
+const COUNT_BUDGET: usize = 4;
+const COUNT_BATCH: usize = 1_000;
+/// How long a background count answers before another is started.
+const COUNT_FRESH: Duration = Duration::from_secs(30);
+
+/// The last complete count of this app's keys, and whether one is running.
+#[derive(Default)]
+pub(super) struct KeyCount {
+    last: Mutex<Option<(Instant, usize)>>,
+    counting: AtomicBool,
+}
 
 impl Cache {
     /// Every key of this app, by SCAN.
     pub async fn scan_keys(&self) -> Result<Vec<String>, CacheError> {
         Ok(self.scan_matching(&self.inner.keyspace.all_pattern(), usize::MAX).await?.0)
+    }
+
+    /// How many keys this app has, for `/api/stats`: exact when a few SCAN calls cover the keyspace, else the
+    /// last full count (made in the background, at most one at a time); `None` until there is one.
+    pub async fn count_keys(&self) -> Result<Option<usize>, CacheError> {
+        if let Some(n) = self.count_matching(Some(COUNT_BUDGET)).await? {
+            self.remember_count(n);
+            return Ok(Some(n));
+        }
+        let counts = &self.inner.key_count;
+        let last = *counts.last.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = last.is_none_or(|(at, _)| at.elapsed() > COUNT_FRESH);
+        if stale && !counts.counting.swap(true, Ordering::AcqRel) {
+            let cache = self.clone();
+            tokio::spawn(async move {
+                if let Ok(Some(n)) = cache.count_matching(None).await {
+                    cache.remember_count(n);
+                }
+                cache.inner.key_count.counting.store(false, Ordering::Release);
+            });
+        }
+        Ok(last.map(|(_, n)| n))
+    }
+
+    fn remember_count(&self, n: usize) {
+        *self.inner.key_count.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), n));
+    }
+
+    /// Counts this app's keys by SCAN without keeping them; `None` when `budget` calls did not finish.
+    async fn count_matching(&self, budget: Option<usize>) -> Result<Option<usize>, CacheError> {
+        let pattern = self.inner.keyspace.all_pattern();
+        let pattern = pattern.as_str();
+        let mut cursor: u64 = 0;
+        // SCAN may return a key more than once.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..budget.unwrap_or(usize::MAX) {
+            let (next, batch) = self.scan_page(cursor, pattern, COUNT_BATCH).await?;
+            seen.extend(batch.into_iter().filter(|k| self.inner.keyspace.owns(k)));
+            cursor = next;
+            if cursor == 0 {
+                return Ok(Some(seen.len()));
+            }
+        }
+        Ok(None)
     }
 
     /// Keys matching a full SCAN pattern, at most `limit` of them; `true` when more matched. Keys outside
@@ -18,20 +79,7 @@ impl Cache {
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
         loop {
-            let (next, batch): (u64, Vec<String>) = self
-                .inner
-                .redis
-                .run("scan", |mut conn| async move {
-                    ::redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_BATCH)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
+            let (next, batch) = self.scan_page(cursor, pattern, SCAN_BATCH).await?;
             keys.extend(batch.into_iter().filter(|k| self.inner.keyspace.owns(k)));
             cursor = next;
             // SCAN may return a key more than once.
@@ -45,6 +93,23 @@ impl Cache {
                 return Ok((keys, false));
             }
         }
+    }
+
+    /// One `SCAN cursor MATCH pattern COUNT count`: the next cursor and the keys of this page.
+    async fn scan_page(&self, cursor: u64, pattern: &str, count: usize) -> Result<(u64, Vec<String>), CacheError> {
+        self.inner
+            .redis
+            .run("scan", |mut conn| async move {
+                ::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
     }
 
     /// `TTL` of each key, in one round trip (-2: gone, -1: no expiry).

@@ -16,8 +16,10 @@ use tokio::sync::watch;
 pub enum Shared {
     Value(Bytes),
     NotFound(String),
-    /// The leader failed or was cancelled: followers load for themselves.
+    /// The leader's load failed: its followers fail too instead of each querying a failing database.
     Failed,
+    /// The leader was dropped (its client went away): followers load for themselves.
+    Cancelled,
 }
 
 /// A finished flight keeps answering late joiners briefly (their lookup missed just before the leader's
@@ -83,7 +85,7 @@ impl Flights {
         let mut table = self.lock();
         if let Some(e) = table.map.get(key) {
             let fresh = e.finished.is_none_or(|t| t.elapsed() < self.linger);
-            let failed = matches!(*e.rx.borrow(), Some(Shared::Failed));
+            let failed = matches!(*e.rx.borrow(), Some(Shared::Failed | Shared::Cancelled));
             if fresh && !failed && e.token.as_deref() == token {
                 return Join::Follower(e.rx.clone());
             }
@@ -138,16 +140,16 @@ impl Lead<'_> {
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.flights.finish(std::mem::take(&mut self.key), self.id, &self.tx, Shared::Failed);
+            self.flights.finish(std::mem::take(&mut self.key), self.id, &self.tx, Shared::Cancelled);
         }
     }
 }
 
-/// Waits for the leader's result; `None` when it failed or took longer than `wait`.
+/// Waits for the leader's result; `None` when it was cancelled or took longer than `wait`.
 pub async fn follow(mut rx: watch::Receiver<Option<Shared>>, wait: Duration) -> Option<Shared> {
     let result = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await.ok()?.ok()?.clone();
     match result {
-        Some(Shared::Failed) | None => None,
+        Some(Shared::Cancelled) | None => None,
         other => other,
     }
 }
@@ -191,6 +193,16 @@ mod tests {
         drop(lead);
         assert!(follow(rx, Duration::from_secs(1)).await.is_none());
         assert!(matches!(flights.join("k", None), Join::Leader(_)), "a failed flight is not joined");
+    }
+
+    #[tokio::test]
+    async fn a_failed_leader_fails_its_followers_instead_of_each_querying() {
+        let flights = Flights::default();
+        let Join::Leader(lead) = flights.join("k", Some("t")) else { panic!("leader expected") };
+        let Join::Follower(rx) = flights.join("k", Some("t")) else { panic!("follower expected") };
+        lead.finish(Shared::Failed);
+        assert!(matches!(follow(rx, Duration::from_secs(1)).await, Some(Shared::Failed)));
+        assert!(matches!(flights.join("k", Some("t")), Join::Leader(_)), "a later request leads anew");
     }
 
     #[tokio::test]

@@ -1,22 +1,29 @@
 //! Invalidation after writes, and the flush: new generation tokens for what changed, then the entries removed
 //! from Redis, from this replica's L1, and (through the bus) from every other replica's L1.
 
+use std::time::Duration;
+
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use super::bus::Announced;
 use super::keys::{CacheKey, Dropped, Scope};
+use super::pending::Owed;
 use super::scripts::Token;
 use super::{Cache, CacheError};
 
 /// Keys shown in a write's response; the count is always exact.
 const MAX_KEYS_LISTED: usize = 50;
+/// How often invalidations Redis did not take are tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
 
 /// Keys a write removed, for the response and the logs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Invalidation {
     pub count: usize,
     pub keys: Vec<String>,
-    /// False when Redis could not be reached: entries may stay until their TTL ends.
+    /// False when Redis could not be reached: the invalidation is retried until Redis takes it, and until then
+    /// this replica reads the scopes it covers past the cache.
     pub complete: bool,
     /// Replicas told to drop the entries from their L1, and how many confirmed; absent when the message
     /// could not be published.
@@ -51,6 +58,60 @@ impl Cache {
             l1.invalidate(scopes);
         }
         self.inner.flights.forget_untokened();
+        let mut result = self.bump(scopes).await;
+        result.keys.truncate(MAX_KEYS_LISTED);
+        if result.complete {
+            result.replicas = self.inner.bus.announce(Dropped::Scopes(scopes)).await.ok();
+        } else {
+            // Kept and retried; until then this replica reads these scopes past the cache.
+            self.inner.pending.add(scopes);
+            tracing::warn!(
+                "cache invalidation not applied: Redis unavailable; retrying, reads skip the cache meanwhile"
+            );
+        }
+        self.count_removed(Reason::Write, result.count);
+        result
+    }
+
+    /// Whether a read of `scope` must skip the cache: an invalidation of it is still owed.
+    pub(super) fn invalidation_owed(&self, scope: &Scope) -> bool {
+        self.inner.pending.covers(scope)
+    }
+
+    /// Retries owed invalidations until `shutdown`.
+    pub(super) async fn retry_pending(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(RETRY_EVERY) => {}
+            }
+            let Some(owed) = self.inner.pending.owed() else { continue };
+            let applied = match &owed {
+                Owed::Scopes(scopes) => {
+                    let result = self.bump(scopes).await;
+                    if result.complete {
+                        let _ = self.inner.bus.announce(Dropped::Scopes(scopes)).await;
+                        self.count_removed(Reason::Write, result.count);
+                    }
+                    result.complete
+                }
+                Owed::Everything => match self.unlink_matching(|_| true).await {
+                    Ok(removed) => {
+                        self.forget_everywhere(Reason::Write, removed.len()).await;
+                        true
+                    }
+                    Err(_) => false,
+                },
+            };
+            if applied {
+                self.inner.pending.settle(&owed);
+                tracing::info!("owed cache invalidation applied");
+            }
+        }
+    }
+
+    /// New tokens for `scopes` and their entries removed, in one script.
+    async fn bump(&self, scopes: &[Scope]) -> Invalidation {
         let ks = &self.inner.keyspace;
         let gens = ks.generations();
         let products: Vec<CacheKey> = scopes
@@ -62,15 +123,21 @@ impl Cache {
             .collect();
         let direct: Vec<String> = products.iter().map(|k| ks.full(k)).collect();
         let tokens: Vec<_> = scopes.iter().map(|s| (s.field(), Token::new())).collect();
+        let catalog = if scopes.contains(&Scope::Catalog) { "1" } else { "0" };
+        let index = ks.catalog_index();
         let script = &self.inner.bump;
-        let bumped: Result<i64, _> = self
+        // Catalogue entries come from the index in the same script as the token change: every entry stored
+        // before it is listed (a fill lists its entry atomically), and none can be stored after it.
+        let bumped: Result<(i64, Vec<String>), _> = self
             .inner
             .redis
             .run("invalidate", |mut conn| async move {
                 let mut inv = script.key(gens);
+                inv.key(index);
                 for k in &direct {
                     inv.key(k);
                 }
+                inv.arg(catalog);
                 for (field, token) in &tokens {
                     inv.arg(field.as_ref()).arg(token.as_str());
                 }
@@ -78,28 +145,10 @@ impl Cache {
             })
             .await;
         let mut result = Invalidation { complete: bumped.is_ok(), ..Default::default() };
-        if let Ok(n) = bumped {
-            result.count += n as usize;
+        if let Ok((n, removed)) = bumped {
+            result.count += n as usize + removed.len();
             result.keys.extend(products.iter().map(|k| k.name().to_owned()).take(n as usize));
-        }
-        // Catalog entries are found by SCAN after the token change: no stale entry can be created after it,
-        // and SCAN returns every key that exists for its whole duration.
-        if result.complete && scopes.contains(&Scope::Catalog) {
-            match self.unlink_matching(|k| ks.is_catalog_entry(k)).await {
-                Ok(removed) => {
-                    result.count += removed.len();
-                    result.keys.extend(removed.into_iter().map(|k| ks.short(&k).to_owned()));
-                }
-                Err(_) => result.complete = false,
-            }
-        }
-        result.keys.truncate(MAX_KEYS_LISTED);
-        if result.complete {
-            result.replicas = self.inner.bus.announce(Dropped::Scopes(scopes)).await.ok();
-        }
-        self.count_removed(Reason::Write, result.count);
-        if !result.complete {
-            tracing::warn!("cache invalidation incomplete: Redis unavailable; entries expire with their TTL");
+            result.keys.extend(removed.iter().map(|k| ks.short(k).to_owned()));
         }
         result
     }

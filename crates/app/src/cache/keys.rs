@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// What a cached entry depends on. A write bumps the generation of every scope it touches, which stops
 /// in-flight loads of those scopes from storing what they read before the write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// Aggregates and lists over all products: stats, searches, top lists.
     Catalog,
@@ -151,6 +151,7 @@ pub fn normalize_term(q: &str) -> String {
 pub struct Keyspace {
     prefix: String,
     generations: String,
+    catalog_index: String,
     invalidations: String,
     invalidation_acks: String,
 }
@@ -163,6 +164,7 @@ impl Keyspace {
         Keyspace {
             prefix: prefix.to_owned(),
             generations: format!("{prefix}:generations"),
+            catalog_index: format!("{prefix}:catalog-index"),
             invalidations: format!("{prefix}:invalidations"),
             invalidation_acks: format!("{prefix}:invalidation-acks"),
         }
@@ -183,6 +185,12 @@ impl Keyspace {
     /// The hash holding the current generation token of every scope.
     pub fn generations(&self) -> &str {
         &self.generations
+    }
+
+    /// The sorted set of catalogue entries (lists, searches, stats) scored by expiry: what a write removes,
+    /// found without a SCAN of the keyspace.
+    pub fn catalog_index(&self) -> &str {
+        &self.catalog_index
     }
 
     /// The stampede lock of an entry, held by the replica loading it.

@@ -32,6 +32,7 @@ mod l1;
 mod lock;
 mod options;
 mod outcome;
+mod pending;
 mod read;
 mod scripts;
 mod stats;
@@ -70,6 +71,8 @@ struct Inner {
     flights: Flights,
     l1: Option<Arc<L1>>,
     bus: Arc<Bus>,
+    key_count: admin::KeyCount,
+    pending: pending::Pending,
     lookup: ::redis::Script,
     bump: ::redis::Script,
     unlock: ::redis::Script,
@@ -89,6 +92,8 @@ impl Cache {
                 flights: Flights::default(),
                 l1,
                 bus,
+                key_count: admin::KeyCount::default(),
+                pending: pending::Pending::default(),
                 lookup: ::redis::Script::new(scripts::LOOKUP),
                 bump: ::redis::Script::new(scripts::BUMP_AND_UNLINK),
                 unlock: ::redis::Script::new(scripts::UNLOCK),
@@ -96,9 +101,11 @@ impl Cache {
         }
     }
 
-    /// Starts the background work (the invalidation subscription) until `shutdown`.
+    /// Starts the background work (the invalidation subscription, the retry of invalidations Redis did not
+    /// take) until `shutdown`.
     pub fn start(&self, shutdown: CancellationToken) {
-        tokio::spawn(self.inner.bus.clone().run(shutdown));
+        tokio::spawn(self.inner.bus.clone().run(shutdown.clone()));
+        tokio::spawn(self.clone().retry_pending(shutdown));
     }
 
     pub fn options(&self) -> &CacheOptions {

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::flight::{self, Join, Shared};
-use super::keys::CacheKey;
+use super::keys::{CacheKey, Scope};
 use super::outcome::{Cached, Level, Outcome, Primed};
-use super::scripts::{FILL, Token};
+use super::scripts::{FILL, FORGET, Token};
 use super::{Cache, ttl};
 use crate::error::{Error, Result};
 
@@ -103,6 +103,12 @@ impl Cache {
             let cached = Cached { data, outcome: Outcome::Bypass, redis_time: None, db_time: Some(db_time) };
             return Ok(self.record(key, cached));
         }
+        if self.invalidation_owed(&key.scope) {
+            // A write's invalidation has not reached Redis yet: the cache may hold what it replaced.
+            let (data, db_time) = load_json(load).await?;
+            let cached = Cached { data, outcome: Outcome::Error, redis_time: None, db_time: Some(db_time) };
+            return Ok(self.record(key, cached));
+        }
         let full = self.inner.keyspace.full(key);
         let l1 = self.inner.l1.as_ref().filter(|l1| l1.is_active());
         if let Some(data) = l1.and_then(|l1| l1.get(&full)) {
@@ -128,7 +134,15 @@ impl Cache {
             }
             Err(_) => Generation::Unknown,
         };
-        let loaded = self.load_on_miss(key, &full, generation, load).await?;
+        let loaded = match self.load_on_miss(key, &full, generation, load).await {
+            Err(Error::NotFound(what)) => {
+                if let Generation::Token(token) = generation {
+                    self.forget_generation(key, token).await;
+                }
+                return Err(Error::NotFound(what));
+            }
+            loaded => loaded?,
+        };
         let (outcome, db_time, in_redis) = match &loaded {
             Loaded::Queried { db_time, stored, .. } => (Outcome::Miss, Some(*db_time), *stored),
             Loaded::Coalesced(_) => {
@@ -169,6 +183,7 @@ impl Cache {
     /// One round trip: the value, or the scope's generation token (created if there is none).
     async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, super::CacheError> {
         let gens = self.inner.keyspace.generations();
+        let index = self.catalog_index_of(key);
         let field = key.generation_field();
         let fresh = Token::new();
         let script = &self.inner.lookup;
@@ -176,7 +191,12 @@ impl Cache {
             .inner
             .redis
             .run("lookup", |mut conn| async move {
-                script.key(full).key(gens).arg(field).arg(fresh.as_str()).invoke_async(&mut conn).await
+                let mut invocation = script.key(full);
+                invocation.key(gens);
+                if let Some(index) = index {
+                    invocation.key(index);
+                }
+                invocation.arg(field).arg(fresh.as_str()).invoke_async(&mut conn).await
             })
             .await?;
         Ok(if found == 1 {
@@ -210,8 +230,13 @@ impl Cache {
             Join::Follower(rx) => match flight::follow(rx, self.inner.opts.single_flight_wait).await {
                 Some(Shared::Value(data)) => Ok(Loaded::Coalesced(data)),
                 Some(Shared::NotFound(what)) => Err(Error::NotFound(what)),
-                // The leader failed or is slow: ask the database ourselves.
-                _ => self.load_and_fill(key, full, generation, load, FillMode::Queue).await,
+                // The leader's query failed: its followers share the failure rather than each repeating it
+                // against a database that is failing or overloaded.
+                Some(Shared::Failed) => Err(Error::LoadFailed),
+                // The leader is slow: ask the database ourselves.
+                Some(Shared::Cancelled) | None => {
+                    self.load_and_fill(key, full, generation, load, FillMode::Queue).await
+                }
             },
         }
     }
@@ -251,16 +276,27 @@ impl Cache {
     /// that has not seen the script yet), and the TTL it gives.
     fn fill_command(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) -> (::redis::Cmd, Duration) {
         let ttl = ttl::random_jitter(*self.inner.opts.ttls.get(key.endpoint), self.inner.opts.ttl_jitter_pct);
+        let index = self.catalog_index_of(key);
         let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(FILL)
-            .arg(2)
-            .arg(full)
-            .arg(self.inner.keyspace.generations())
-            .arg(key.generation_field())
-            .arg(token)
-            .arg(data.as_ref())
-            .arg(ttl.as_millis() as u64);
+        cmd.arg(FILL).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(self.inner.keyspace.generations());
+        if let Some(index) = index {
+            cmd.arg(index);
+        }
+        cmd.arg(key.generation_field()).arg(token).arg(data.as_ref()).arg(ttl.as_millis() as u64);
         (cmd, ttl)
+    }
+
+    /// The catalogue index, for entries of the catalogue scope (the ones a write finds through it).
+    fn catalog_index_of(&self, key: &CacheKey) -> Option<&str> {
+        matches!(key.scope, Scope::Catalog).then(|| self.inner.keyspace.catalog_index())
+    }
+
+    /// The lookup of something that does not exist created its scope's token: remove it again (unless a write
+    /// or another lookup replaced it), queued like a fill, so the generations hash holds only what exists.
+    async fn forget_generation(&self, key: &CacheKey, token: &str) {
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(FORGET).arg(1).arg(self.inner.keyspace.generations()).arg(key.generation_field()).arg(token);
+        let _ = self.inner.redis.send_without_reply("forget_generation", cmd).await;
     }
 
     /// Queues the fill without waiting for its reply. Redis runs one connection's commands in order, so any later

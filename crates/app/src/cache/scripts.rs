@@ -1,9 +1,12 @@
 //! The Lua scripts that make each step of the generation protocol atomic (see the module doc of `cache`),
 //! and the random tokens they compare.
 
-/// `KEYS[1]` entry, `KEYS[2]` generations hash, `ARGV[1]` scope field, `ARGV[2]` a fresh token.
+/// `KEYS[1]` entry, `KEYS[2]` generations hash, for a catalogue entry `KEYS[3]` the catalogue index,
+/// `ARGV[1]` scope field, `ARGV[2]` a fresh token.
 /// Returns `{1, value}` on a hit, else `{0, token}`: the scope's token, created from `ARGV[2]` if absent.
+/// The index is read (`ZCARD`, O(1)) only so that an LRU policy sees it used as often as the entries it lists.
 pub const LOOKUP: &str = r"
+if KEYS[3] then redis.call('ZCARD', KEYS[3]) end
 local v = redis.call('GET', KEYS[1])
 if v then return {1, v} end
 local g = redis.call('HGET', KEYS[2], ARGV[1])
@@ -14,23 +17,49 @@ end
 return {0, g}
 ";
 
-/// `KEYS[1]` entry, `KEYS[2]` generations hash, `ARGV` field, token read at lookup, value, TTL in ms.
-/// Stores the value only while the scope still has that token; 1 when stored.
+/// `KEYS[1]` entry, `KEYS[2]` generations hash, for a catalogue entry `KEYS[3]` the catalogue index; `ARGV`
+/// field, token read at lookup, value, TTL in ms. Stores the value only while the scope still has that token;
+/// 1 when stored. A catalogue entry is listed in the index with its expiry; expired members are dropped there
+/// and then, so the index holds about as many members as there are live entries, and it expires with them.
 pub const FILL: &str = r"
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  if KEYS[3] then
+    local t = redis.call('TIME')
+    local now = t[1] * 1000 + math.floor(t[2] / 1000)
+    local ttl = tonumber(ARGV[4])
+    redis.call('ZADD', KEYS[3], now + ttl, KEYS[1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+    if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
+  end
   return 1
 end
 return 0
 ";
 
-/// `KEYS[1]` generations hash, `KEYS[2..]` entries to remove, `ARGV` (field, new token) pairs.
-/// Returns how many entries were removed.
+/// `KEYS[1]` generations hash, `KEYS[2]` catalogue index, `KEYS[3..]` entries to remove; `ARGV[1]` `1` when
+/// the catalogue changed (its indexed entries are removed too), then (field, new token) pairs.
+/// Returns `{n, removed}`: how many of `KEYS[3..]` were removed, and the catalogue entries removed.
 pub const BUMP_AND_UNLINK: &str = r"
-for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 local n = 0
-for i = 2, #KEYS do n = n + redis.call('UNLINK', KEYS[i]) end
-return n
+for i = 3, #KEYS do n = n + redis.call('UNLINK', KEYS[i]) end
+local removed = {}
+if ARGV[1] == '1' then
+  for _, k in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if redis.call('UNLINK', k) == 1 then removed[#removed + 1] = k end
+  end
+  redis.call('UNLINK', KEYS[2])
+end
+return {n, removed}
+";
+
+/// `KEYS[1]` generations hash, `ARGV[1]` scope field, `ARGV[2]` token read at lookup: removes the field while it
+/// still holds that token. After a lookup of a product that does not exist, so made-up ids leave nothing behind.
+/// As safe as an eviction of the hash: tokens are random, a removed one never becomes valid again.
+pub const FORGET: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
 ";
 
 /// `KEYS[1]` lock, `ARGV[1]` owner: releases the lock only if this replica still holds it.

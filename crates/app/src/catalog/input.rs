@@ -42,6 +42,9 @@ fn validate_sku(sku: &str) -> Result<String> {
 
 fn validate_name(name: &str) -> Result<String> {
     let name = name.trim();
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid("name", "must not contain control characters"));
+    }
     if name.is_empty() {
         return Err(Error::invalid("name", "must not be empty"));
     }
@@ -52,6 +55,13 @@ fn validate_name(name: &str) -> Result<String> {
 }
 
 fn validate_description(d: &str) -> Result<String> {
+    // PostgreSQL's text cannot hold NUL; line breaks and tabs are fine in a description.
+    if d.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(Error::invalid(
+            "description",
+            "must not contain control characters other than line breaks and tabs",
+        ));
+    }
     if d.chars().count() > 2000 {
         return Err(Error::invalid("description", "at most 2000 characters"));
     }
@@ -159,6 +169,15 @@ mod tests {
         assert_eq!(field_of(CreateBody { stock: -3, ..body() }.validate().unwrap_err()), "stock");
         assert_eq!(field_of(CreateBody { sku: "a b".into(), ..body() }.validate().unwrap_err()), "sku");
         assert_eq!(field_of(CreateBody { category_id: 0, ..body() }.validate().unwrap_err()), "category_id");
+    }
+
+    #[test]
+    fn text_postgresql_would_reject_is_named() {
+        assert_eq!(field_of(CreateBody { name: "a\0b".into(), ..body() }.validate().unwrap_err()), "name");
+        let nul = CreateBody { description: "a\0b".into(), ..body() };
+        assert_eq!(field_of(nul.validate().unwrap_err()), "description");
+        assert!(CreateBody { description: "line\nbreak\ttab".into(), ..body() }.validate().is_ok());
+        assert_eq!(field_of(CreateBody { price: 1e300, ..body() }.validate().unwrap_err()), "price");
     }
 
     #[test]

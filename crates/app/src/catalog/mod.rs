@@ -62,6 +62,11 @@ impl Target {
 
     /// Cache-aside fetch, or from the database only.
     pub async fn fetch(&self, state: &AppState, via: Via) -> Result<Cached> {
+        // Reads that skip the cache share part of the pool, so a flood of them leaves connections for the rest.
+        let _permit = match via {
+            Via::DatabaseOnly => Some(state.admission.bypass().await?),
+            Via::Cache => None,
+        };
         state.cache.get_or_load(&self.key(), via, || self.load(state)).await
     }
 

@@ -1,6 +1,6 @@
 //! The cache as a resource: its statistics, the flush, warming, and the admin routes over this app's keys:
 //! list (SCAN, bounded, with TTLs) and delete (SCAN + UNLINK). Patterns are relative to the app's prefix and
-//! can never reach other keys. With `ADMIN_TOKEN` set, the admin routes and the flush need
+//! can never reach other keys. With `ADMIN_TOKEN` set, the admin routes, the flush and warming need
 //! `Authorization: Bearer <token>` (the [`Admin`] extractor).
 
 use axum::extract::State;
@@ -28,7 +28,7 @@ const DEFAULT_KEYS: usize = 100;
 /// `GET /api/stats`: the dashboard's numbers.
 async fn stats(State(state): State<AppState>) -> Json<Stats> {
     let cache = &state.cache;
-    let (keys, info) = tokio::join!(cache.scan_keys(), cache.info());
+    let (keys, info) = tokio::join!(cache.count_keys(), cache.info());
     let circuit = cache.redis().breaker_state().label().to_owned();
     let redis = match info {
         Ok(pairs) => {
@@ -52,11 +52,11 @@ async fn stats(State(state): State<AppState>) -> Json<Stats> {
         warm_on_start: config.warm_on_start,
         warm_interval_secs: config.warm_interval_secs,
         invalidation_subscribed: cache.invalidation_subscribed(),
-        admin_token_required: config.admin_token.as_deref().is_some_and(|t| !t.is_empty()),
+        admin_token_required: config.admin_token().is_some(),
     };
     Json(Stats {
         counters: cache.counters(),
-        keys: keys.ok().map(|k| k.len()),
+        keys: keys.ok().flatten(),
         key_prefix: cache.keyspace().prefix().to_owned(),
         ttl_secs: opts.ttls.iter().map(|(e, ttl)| (e.label().to_owned(), ttl.as_secs())).collect(),
         db_delay_ms: state.db.delay().as_millis() as u64,
@@ -79,7 +79,7 @@ async fn flush(State(state): State<AppState>, _: Admin) -> Result<Json<Value>> {
 }
 
 /// `POST /api/warm`: load the warm set now.
-async fn warm(State(state): State<AppState>) -> Result<Json<crate::warm::WarmReport>> {
+async fn warm(State(state): State<AppState>, _: Admin) -> Result<Json<crate::warm::WarmReport>> {
     Ok(Json(crate::warm::warm(&state).await?))
 }
 

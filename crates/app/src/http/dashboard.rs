@@ -32,8 +32,23 @@ const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
 const STYLE_CSS: &str = include_str!("../../assets/style.css");
 
+/// The page runs only its own files: no inline script, style attribute or handler, nothing from elsewhere, no
+/// framing (clickjacking the flush button), no form posting away.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
 }
 
 pub const MAX_ROUNDS: u32 = 1000;
@@ -134,7 +149,8 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
     })
 }
 
-/// `POST /api/load-test {endpoint, rounds}`: `rounds` times the database path, then the cache path.
+/// `POST /api/load-test {endpoint, rounds}`: `rounds` times the database path, then the cache path. One at a
+/// time per replica: another is a 429 with `Retry-After`.
 async fn load_test(State(state): State<AppState>, ApiJson(body): ApiJson<LoadTestBody>) -> Result<impl IntoResponse> {
     let rounds = body.rounds.unwrap_or(DEFAULT_ROUNDS);
     if !(1..=MAX_ROUNDS).contains(&rounds) {
@@ -146,6 +162,7 @@ async fn load_test(State(state): State<AppState>, ApiJson(body): ApiJson<LoadTes
         limit: body.limit.map(|l| l.to_string()),
         id: body.id.map(|i| i.to_string()),
     })?;
+    let _slot = state.admission.load_test()?;
     let started = Instant::now();
     let mut results = Vec::with_capacity(rounds as usize);
     for round in 1..=rounds {

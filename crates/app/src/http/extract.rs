@@ -22,25 +22,33 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct ApiPath<T>(pub T);
 
-/// A request allowed on the admin routes and the flush: it carries `Authorization: Bearer <ADMIN_TOKEN>`, or no
-/// token is configured. Listed after a handler's other extractors, so a malformed request is still a 400.
+/// A request allowed to change something (product writes, the flush, warming, the admin routes): it carries
+/// `Authorization: Bearer <ADMIN_TOKEN>` (the scheme in any case), or no token is configured. Listed after a
+/// handler's other extractors except a body, so a malformed query is still a 400 but a body is read only once
+/// the caller is known.
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let Some(expected) = state.config.admin_token.as_deref().filter(|t| !t.is_empty()) else {
+        let Some(expected) = state.config.admin_token() else {
             return Ok(Admin);
         };
         let given = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .unwrap_or_default();
         if constant_time_eq(given.as_bytes(), expected.as_bytes()) { Ok(Admin) } else { Err(Error::Unauthorized) }
     }
+}
+
+/// The credentials of `Bearer <token>`; the scheme is case-insensitive (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' '))
 }
 
 /// Compares without stopping at the first difference, so timing does not reveal how much of a guess is right.
@@ -58,5 +66,14 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
@@ -46,7 +47,7 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     let started = Instant::now();
     let listed = crate::recent::Recent::wants(request.uri().path()).then(|| request.uri().clone());
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let response = tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
         .await
         .unwrap_or_else(|_| Error::Timeout.into_response());
@@ -58,7 +59,7 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         .http_duration
         .with_label_values(&[
             route.as_ref().map_or("unmatched", MatchedPath::as_str),
-            method.as_str(),
+            method,
             response.status().as_str(),
             source,
         ])
@@ -68,4 +69,30 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
         state.recent.push(method, uri, response.status().as_u16(), outcome.map(Outcome::header), ms);
     }
     response
+}
+
+/// The `method` label: one of the methods the app answers, else `other`, so made-up methods cannot add series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&Method::PUT), "PUT");
+        assert_eq!(method_label(&Method::TRACE), "other");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").expect("method")), "other");
+    }
 }

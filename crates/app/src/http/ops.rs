@@ -18,10 +18,15 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when PostgreSQL answers. Redis is reported but does not decide: without it the app still serves.
+/// Ready when PostgreSQL answers, or when every pooled connection is busy (PostgreSQL answered them: taking the
+/// replica out of service would only move the load). Redis is reported but does not decide: without it the app
+/// still serves.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let (db, redis) = tokio::join!(state.db.ping(), state.cache.ping());
+    let busy = state.db.saturated();
+    let ping = async { if busy { Ok(()) } else { state.db.ping().await } };
+    let (db, redis) = tokio::join!(ping, state.cache.ping());
     let postgres = match &db {
+        Ok(()) if busy => json!({ "up": true, "busy": true }),
         Ok(()) => json!({ "up": true }),
         Err(e) => json!({ "up": false, "error": e.to_string() }),
     };

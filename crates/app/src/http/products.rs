@@ -1,5 +1,6 @@
 //! `/api/products` and `/api/products/{id}`: the cached reads (search, one product) and the writes. A write
-//! validates, writes to PostgreSQL in one statement, then invalidates what the change made stale.
+//! validates, writes to PostgreSQL in one statement, then invalidates what the change made stale. With
+//! `ADMIN_TOKEN` set, writes need the bearer token ([`Admin`]); reads stay open.
 
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, response::IntoResponse};
 use serde::Serialize;
 
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery};
 use super::respond::CachedResponse;
 use crate::cache::{Invalidation, Primed, Scope};
 use crate::catalog::input::{CreateBody, UpdateBody};
@@ -75,36 +76,68 @@ struct DeleteResponse {
     invalidated: Invalidation,
 }
 
-async fn create(State(state): State<AppState>, ApiJson(body): ApiJson<CreateBody>) -> Result<impl IntoResponse> {
+/// Runs a write and its invalidation to the end even when the client goes away: sqlx does not cancel a dropped
+/// query, so the statement may commit anyway, and its invalidation must follow it. The handler only awaits it.
+async fn to_completion<T: Send + 'static>(write: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    tokio::spawn(write).await.unwrap_or_else(|_| Err(Error::Internal("a write task panicked")))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    _: Admin,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<impl IntoResponse> {
     let new = body.validate()?;
-    let product = state.db.create_product(&new).await?;
-    // A new product changes searches, top lists and category stats; it has no entry of its own yet.
-    let invalidated = state.cache.invalidate(&[Scope::Catalog]).await;
-    let write_through = write_through(&state, product.id).await;
-    tracing::info!(product_id = product.id, invalidated = invalidated.count, "product created");
-    Ok((StatusCode::CREATED, Json(WriteResponse { product, invalidated, write_through })))
+    let response = to_completion(async move {
+        let product = state.db.create_product(&new).await?;
+        // A new product changes searches, top lists and category stats; it has no entry of its own yet.
+        let invalidated = state.cache.invalidate(&[Scope::Catalog]).await;
+        let write_through = write_through(&state, product.id).await;
+        tracing::info!(product_id = product.id, invalidated = invalidated.count, "product created");
+        Ok(WriteResponse { product, invalidated, write_through })
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(response)))
 }
 
 async fn update(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    _: Admin,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<impl IntoResponse> {
     let id = parse_id(&id)?;
     let patch = body.validate()?;
-    let product = state.db.update_product(id, &patch).await?.ok_or_else(|| Error::NotFound(format!("product {id}")))?;
-    let invalidated = state.cache.invalidate(&[Scope::Product(id), Scope::Catalog]).await;
-    let write_through = write_through(&state, id).await;
-    tracing::info!(product_id = id, invalidated = invalidated.count, "product updated");
-    Ok(Json(WriteResponse { product, invalidated, write_through }))
+    let response = to_completion(async move {
+        let updated = state.db.update_product(id, &patch).await;
+        // Whatever the outcome, even an error after the statement was sent: invalidate.
+        if !matches!(updated, Ok(None)) {
+            let invalidated = state.cache.invalidate(&[Scope::Product(id), Scope::Catalog]).await;
+            if let Ok(Some(product)) = updated {
+                let write_through = write_through(&state, id).await;
+                tracing::info!(product_id = id, invalidated = invalidated.count, "product updated");
+                return Ok(WriteResponse { product, invalidated, write_through });
+            }
+        }
+        Err(updated.err().unwrap_or_else(|| Error::NotFound(format!("product {id}"))))
+    })
+    .await?;
+    Ok(Json(response))
 }
 
-async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<impl IntoResponse> {
+async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>, _: Admin) -> Result<impl IntoResponse> {
     let id = parse_id(&id)?;
-    if !state.db.delete_product(id).await? {
-        return Err(Error::NotFound(format!("product {id}")));
-    }
-    let invalidated = state.cache.invalidate(&[Scope::Product(id), Scope::Catalog]).await;
-    tracing::info!(product_id = id, invalidated = invalidated.count, "product deleted");
-    Ok(Json(DeleteResponse { deleted: id, invalidated }))
+    let response = to_completion(async move {
+        let deleted = state.db.delete_product(id).await;
+        if matches!(deleted, Ok(false)) {
+            return Err(Error::NotFound(format!("product {id}")));
+        }
+        // Invalidate even after an error: the outcome of a statement that was sent is uncertain.
+        let invalidated = state.cache.invalidate(&[Scope::Product(id), Scope::Catalog]).await;
+        deleted?;
+        tracing::info!(product_id = id, invalidated = invalidated.count, "product deleted");
+        Ok(DeleteResponse { deleted: id, invalidated })
+    })
+    .await?;
+    Ok(Json(response))
 }

@@ -106,6 +106,20 @@ impl TestApp {
         app
     }
 
+    /// The app on a Redis of its own (to stop, pause or fill) and a fresh database on the shared PostgreSQL.
+    pub async fn start_on_own_redis(
+        opts: cache_demo_testkit::RedisOptions,
+        tweak: impl FnOnce(&mut Config),
+    ) -> (TestApp, std::sync::Arc<RedisServer>) {
+        let redis = tokio::task::spawn_blocking(move || RedisServer::start(opts))
+            .await
+            .expect("join")
+            .expect("start a Redis server");
+        let (db_url, _) = fresh_db(shared_pg().await).await;
+        let app = Self::start_on(&db_url, &redis.url(), tweak).await;
+        (app, std::sync::Arc::new(redis))
+    }
+
     /// The Redis connection is made in the background; wait (bounded) so the first request is a real miss.
     async fn wait_for_redis(&self) {
         for _ in 0..100 {
