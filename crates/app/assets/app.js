@@ -218,12 +218,12 @@ async function runCompare() {
     $("compare-db-ms").textContent = fmtMs(c.database.ms);
     $("compare-cache-ms").textContent = fmtMs(c.cache.ms);
     $("compare-outcome").textContent = `(${c.cache.x_cache}${c.cache.redis_error ? ", Redis unavailable" : ""})`;
-    $("compare-speedup").textContent = c.speedup == null ? "–" : `${c.speedup.toFixed(1)}×`;
+    $("compare-speedup").textContent = c.speedup == null ? "no speedup: the cache missed" : `${c.speedup.toFixed(1)}×`;
     const notes = [];
     if (c.cache.x_cache === "MISS") {
       notes.push(c.cache.redis_error
         ? "Redis did not answer, so both requests went to PostgreSQL."
-        : `The cache missed: that request went to PostgreSQL and stored the result in ${c.key}. Run it again to see a hit.`);
+        : `The cache missed: that request went to PostgreSQL too (a miss is never faster than the database) and stored the result in ${c.key}. Run it again to see a hit.`);
     } else {
       notes.push(`Served from Redis key ${c.key}.`);
     }

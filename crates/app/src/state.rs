@@ -25,6 +25,8 @@ pub struct Shared {
     /// Limits on heavy work (load tests, reads that bypass the cache).
     pub(crate) admission: Admission,
     pub(crate) started: Instant,
+    /// Which path the dashboard's next comparison times first: they take turns.
+    pub(crate) compare_cache_first: std::sync::atomic::AtomicBool,
     /// Cancelled when the server stops; every background task watches it.
     pub(crate) shutdown: CancellationToken,
 }
@@ -83,6 +85,7 @@ impl AppState {
             recent: Recent::default(),
             admission,
             started: Instant::now(),
+            compare_cache_first: std::sync::atomic::AtomicBool::new(false),
             shutdown,
         })))
     }

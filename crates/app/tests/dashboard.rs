@@ -49,8 +49,11 @@ async fn compare_times_both_paths_and_reports_the_outcome() {
     assert_eq!(first.json["cache"]["x_cache"], "MISS");
     assert_eq!(first.json["key"], app.key("products:top:10"));
     assert_eq!(first.json["path"], "/api/top-products?limit=10");
+    assert!(first.json["speedup"].is_null(), "a miss is no speedup: {}", first.text);
     let second = app.get("/api/compare?endpoint=top").await;
     assert_eq!(second.json["cache"]["x_cache"], "HIT");
+    let firsts = [&first, &second].map(|r| r.json["first"].as_str().unwrap_or_default().to_owned());
+    assert!(firsts[0] != firsts[1] && firsts.iter().all(|f| f == "cache" || f == "database"), "in turns: {firsts:?}");
     assert_eq!(second.json["cache"]["source"], "cache");
     let (db, cache) = (second.json["database"]["ms"].as_f64(), second.json["cache"]["ms"].as_f64());
     assert!(db > Some(0.0) && cache > Some(0.0), "{}", second.text);

@@ -1,6 +1,7 @@
 //! The dashboard: its page and assets (embedded in the binary), and the API behind it: one comparison of
 //! database and cache, a server-side load test, a key's TTL, and the recent requests.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -86,16 +87,30 @@ fn speedup(database_ms: f64, cache_ms: f64) -> Option<f64> {
     (cache_ms > 0.0).then(|| database_ms / cache_ms)
 }
 
-/// `GET /api/compare?endpoint=...`: the request straight from PostgreSQL, then through the cache.
+/// How many times faster the cache answered: only for a hit. A miss also queried PostgreSQL, so a "speedup" of a
+/// miss would only measure which of the two requests found a warmer connection.
+fn hit_speedup(database_ms: f64, cache: &Measured) -> Option<f64> {
+    if cache.x_cache == "HIT" { speedup(database_ms, cache.ms) } else { None }
+}
+
+/// `GET /api/compare?endpoint=...`: the request straight from PostgreSQL and through the cache, in turns.
 async fn compare(State(state): State<AppState>, ApiQuery(p): ApiQuery<TargetParams>) -> Result<impl IntoResponse> {
     let target = Target::from_params(&p)?;
-    let database = measure(&state, &target, Via::DatabaseOnly).await?;
-    let cache = measure(&state, &target, Via::Cache).await?;
+    // The two paths take turns going first, so neither always gets the colder connection.
+    let cache_first = state.compare_cache_first.fetch_xor(true, Ordering::Relaxed);
+    let (database, cache) = if cache_first {
+        let cache = measure(&state, &target, Via::Cache).await?;
+        (measure(&state, &target, Via::DatabaseOnly).await?, cache)
+    } else {
+        let database = measure(&state, &target, Via::DatabaseOnly).await?;
+        (database, measure(&state, &target, Via::Cache).await?)
+    };
     Ok(Json(json!({
         "target": target,
         "path": target.path(),
         "key": state.cache.keyspace().full(&target.key()),
-        "speedup": speedup(database.ms, cache.ms),
+        "speedup": hit_speedup(database.ms, &cache),
+        "first": if cache_first { "cache" } else { "database" },
         "database": database,
         "cache": cache,
         "db_delay_ms": state.db.delay().as_millis() as u64,
@@ -229,5 +244,12 @@ mod tests {
     fn speedup_needs_a_positive_cache_time() {
         assert_eq!(speedup(10.0, 0.5), Some(20.0));
         assert_eq!(speedup(10.0, 0.0), None);
+    }
+
+    #[test]
+    fn a_miss_has_no_speedup() {
+        let measured = |x_cache| Measured { ms: 0.5, x_cache, source: "cache", redis_error: false };
+        assert_eq!(hit_speedup(10.0, &measured("HIT")), Some(20.0));
+        assert_eq!(hit_speedup(10.0, &measured("MISS")), None);
     }
 }
