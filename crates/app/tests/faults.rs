@@ -7,22 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_demo_testkit::{PgServer, RedisOptions, RedisServer, init_sql_path};
-use common::{TestApp, assert_error, fresh_db, shared_pg, shared_redis};
+use common::{TestApp, assert_error, eventually_hit, fresh_db, shared_pg, shared_redis};
 
 /// Blocking harness calls run on the test's own thread, which owns the servers it starts.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
-}
-
-async fn eventually_hit(app: &TestApp, path: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if app.get(path).await.x_cache() == "HIT" {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,49 +171,4 @@ async fn caches_through_a_tls_redis() {
     assert_eq!(app.get("/api/products/1").await.x_cache(), "HIT");
     let ttl = blocking(|| redis.cli(&["TTL", &app.key("product:1")])).expect("TTL over TLS");
     assert!(ttl.parse::<i64>().is_ok_and(|t| t > 0), "TTL {ttl}");
-}
-
-/// Captures this test's log lines (current-thread runtime: the app's tasks log on this thread).
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).matches(needle).count()
-    }
-}
-
-#[tokio::test]
-async fn redis_state_changes_are_logged_once_each() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let mut redis = RedisServer::start(RedisOptions::default()).expect("redis");
-    let (db_url, _) = fresh_db(shared_pg().await).await;
-    let app = TestApp::start_on(&db_url, &redis.url(), |c| c.redis_timeout_ms = 200).await;
-    app.get("/api/products/1").await;
-    redis.kill().expect("kill");
-    for _ in 0..10 {
-        assert_eq!(app.get("/api/products/1").await.status, 200);
-    }
-    redis.restart().expect("restart");
-    assert!(eventually_hit(&app, "/api/products/1").await);
-    assert_eq!(logs.count("redis unavailable"), 1, "one line for going down:\n{}", logs.text());
-    assert_eq!(logs.count("redis available"), 2, "one line for the first connect, one for coming back");
 }

@@ -205,6 +205,18 @@ async fn to_resp(r: reqwest::Response) -> Resp {
     Resp { status, headers, text, json }
 }
 
+/// Polls `path` (for at most 10 s) until it is answered from the cache.
+pub async fn eventually_hit(app: &TestApp, path: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if app.get(path).await.x_cache() == "HIT" {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Asserts the response is a JSON error with the given status and returns its body.
 #[track_caller]
 pub fn assert_error(r: &Resp, status: u16) -> &Value {
