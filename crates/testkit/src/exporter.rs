@@ -3,7 +3,7 @@
 //! to scrape.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::process::{self, LogFile};
-use crate::prometheus::start_http_server;
+use crate::prometheus::{Ready, launch_http_server};
 use crate::{Error, RedisServer};
 
 const SERVER: &str = "redis_exporter";
@@ -77,21 +77,15 @@ impl RedisExporter {
     }
 
     fn launch(&mut self, redis_url: &str, skip_tls_verification: bool) -> Result<(), Error> {
-        let (stdout, stderr, log_offset) = self.log.open()?;
         let mut cmd = Command::new(PROGRAM);
         // The password (if any) is in the URL; the URL goes through the environment so `ps` does not show it.
         cmd.env("REDIS_ADDR", redis_url)
             .arg(format!("-web.listen-address=127.0.0.1:{}", self.port))
             // Redis' metrics only, not the exporter's Go runtime.
             .arg("-redis-only-metrics")
-            .arg(format!("-skip-tls-verification={skip_tls_verification}"))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let child = start_http_server(SERVER, cmd, self.port, "/metrics", &self.log, log_offset, READY_TIMEOUT)?;
-        *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
-        Ok(())
+            .arg(format!("-skip-tls-verification={skip_tls_verification}"));
+        let ready = Ready { port: self.port, path: "/metrics", timeout: READY_TIMEOUT };
+        launch_http_server(SERVER, cmd, self.dir.path(), &self.log, ready, &mut self.child)
     }
 }
 

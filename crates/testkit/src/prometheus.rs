@@ -134,18 +134,12 @@ impl PrometheusServer {
     }
 
     fn launch(&mut self) -> Result<(), Error> {
-        let (stdout, stderr, log_offset) = self.log.open()?;
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", self.config_path().display()))
             .arg(format!("--storage.tsdb.path={}", self.dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let child = start_http_server(SERVER, cmd, self.port, "/-/ready", &self.log, log_offset, READY_TIMEOUT)?;
-        *self.child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(child);
-        Ok(())
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port));
+        let ready = Ready { port: self.port, path: "/-/ready", timeout: READY_TIMEOUT };
+        launch_http_server(SERVER, cmd, self.dir.path(), &self.log, ready, &mut self.child)
     }
 }
 
@@ -198,19 +192,31 @@ fn yaml_string(s: &str) -> String {
     out
 }
 
-/// Starts an HTTP server (Prometheus, an exporter) and waits until `GET ready_path` answers 200.
-pub(crate) fn start_http_server(
+/// When an HTTP server is up: `GET path` on `port` answers 200 within `timeout`.
+pub(crate) struct Ready<'a> {
+    pub port: u16,
+    pub path: &'a str,
+    pub timeout: Duration,
+}
+
+/// Starts an HTTP server (Prometheus, an exporter) in `dir`, its output appended to `log`, waits until it is
+/// [`Ready`] and keeps the process in `child`.
+pub(crate) fn launch_http_server(
     server: &'static str,
-    cmd: Command,
-    port: u16,
-    ready_path: &str,
+    mut cmd: Command,
+    dir: &std::path::Path,
     log: &LogFile,
-    log_offset: u64,
-    timeout: Duration,
-) -> Result<Child, Error> {
-    process::start_server(server, cmd, port, log, log_offset, timeout, || {
+    ready: Ready<'_>,
+    child: &mut Mutex<Option<Child>>,
+) -> Result<(), Error> {
+    let Ready { port, path: ready_path, timeout } = ready;
+    let (stdout, stderr, log_offset) = log.open()?;
+    cmd.current_dir(dir).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    let started = process::start_server(server, cmd, port, log, log_offset, timeout, || {
         http_get(port, ready_path).is_some_and(|(status, _)| status == 200)
-    })
+    })?;
+    *child.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(started);
+    Ok(())
 }
 
 /// `GET path` on `127.0.0.1:port` over HTTP/1.0: the status code and the body, or `None` when nothing answers
