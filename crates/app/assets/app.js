@@ -7,6 +7,9 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 
 let ttlState = null; // { key, ttl, configured, at }
 let lastLoad = null;
+// The latest /api/stats, and who wants it after each refresh (labs.js).
+let lastStats = null;
+const statsListeners = [];
 
 function fmtMs(v) {
   if (v == null || !isFinite(v)) return "–";
@@ -17,6 +20,15 @@ function fmtMs(v) {
 
 function fmtInt(v) {
   return v == null ? "–" : Number(v).toLocaleString("en-US");
+}
+
+function fmtPct(ratio, digits = 1) {
+  return ratio == null || !isFinite(ratio) ? "–" : `${(ratio * 100).toFixed(digits)}%`;
+}
+
+/** The words every figure that includes database time carries while the artificial delay is on. */
+function delayNote(ms) {
+  return ms ? `includes an artificial database delay of ${ms} ms per query` : "";
 }
 
 function setMessage(text, isError) {
@@ -90,9 +102,14 @@ function clearCompare() {
 async function refreshStats() {
   try {
     const s = await api("/api/stats");
-    $("hit-rate").textContent = s.hit_rate == null ? "–" : `${(s.hit_rate * 100).toFixed(1)}%`;
-    $("hits").textContent = fmtInt(s.hits);
-    $("misses").textContent = fmtInt(s.misses);
+    lastStats = s;
+    // Every replica's counters (through Redis); this replica's alone when the fleet is not known.
+    const fleet = s.fleet;
+    const totals = fleet ? fleet.totals : s;
+    $("hit-rate").textContent = fmtPct(totals.hit_rate);
+    $("hits").textContent = fmtInt(totals.hits);
+    $("misses").textContent = fmtInt(totals.misses);
+    renderReplicas(s);
     $("keys").textContent = s.keys == null ? "–" : fmtInt(s.keys);
     const r = s.redis || {};
     const pill = $("redis-status");
@@ -124,12 +141,63 @@ async function refreshStats() {
     const banner = $("delay-banner");
     banner.hidden = !s.db_delay_ms;
     if (s.db_delay_ms) {
-      banner.textContent = `An artificial database delay of ${s.db_delay_ms} ms (DB_DELAY_MS) is added to every PostgreSQL query.`;
+      banner.textContent = `Artificial: a delay of ${s.db_delay_ms} ms is added to every PostgreSQL query ` +
+        "(DB_DELAY_MS, or the buttons below). Database times on this page include it.";
     }
+    document.querySelectorAll(".db-delay").forEach((b) => {
+      b.setAttribute("aria-pressed", String(Number(b.dataset.ms) === (s.db_delay_ms || 0)));
+    });
     $("stats-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    statsListeners.forEach((f) => f(s));
   } catch (e) {
     $("stats-updated").textContent = `stats unavailable: ${e.message}`;
   }
+}
+
+function ageText(ms) {
+  if (ms == null) return "–";
+  return ms < 1000 ? "just now" : `${(ms / 1000).toFixed(0)} s ago`;
+}
+
+function renderReplicas(s) {
+  const fleet = s.fleet;
+  const rows = fleet ? fleet.replicas : [{ id: s.replica || "this replica", self: true, hits: s.hits, misses: s.misses,
+    hit_rate: s.hit_rate, db_queries: null, age_ms: 0 }];
+  $("replicas-caption").textContent = !fleet
+    ? "Per replica: this one only"
+    : fleet.aggregated
+      ? `Per replica: ${rows.length} reporting through Redis; the boxes above are their totals`
+      : "Per replica: Redis is unreachable, so only this replica is counted";
+  $("replicas").querySelector("tbody").replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    const name = r.self ? `${r.id} (answered this page)` : r.id;
+    for (const text of [name, fmtInt(r.hits), fmtInt(r.misses), fmtPct(r.hit_rate), fmtInt(r.db_queries), ageText(r.age_ms)]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    return tr;
+  }));
+}
+
+async function setDbDelay(button) {
+  const ms = Number(button.dataset.ms);
+  const out = $("db-delay-message");
+  out.classList.remove("error");
+  try {
+    const r = await api("/api/labs/db-delay", {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ms }),
+    });
+    out.textContent = r.db_delay_ms
+      ? `Every replica now waits an artificial ${r.db_delay_ms} ms before each database query.`
+      : "No artificial delay: database times are real again.";
+  } catch (e) {
+    out.textContent = e.message;
+    out.classList.add("error");
+  }
+  refreshStats();
 }
 
 async function refreshRecent() {
@@ -144,6 +212,7 @@ async function refreshRecent() {
         String(r.status),
         null,
         fmtMs(r.ms),
+        r.replica || "–",
       ];
       cells.forEach((text, i) => {
         const td = document.createElement("td");
@@ -229,7 +298,7 @@ async function runCompare() {
     }
     if (c.db_delay_ms) {
       const share = c.database.ms > 0 ? Math.min(100, (100 * c.db_delay_ms) / c.database.ms) : 0;
-      notes.push(`${c.db_delay_ms} ms of the database time (${share.toFixed(0)}%) is the artificial DB_DELAY_MS.`);
+      notes.push(`${c.db_delay_ms} ms of the database time (${share.toFixed(0)}%) is the artificial database delay.`);
     }
     $("compare-note").textContent = notes.join(" ");
   });
@@ -252,7 +321,8 @@ async function runLoad() {
     setMessage(lastLoad.truncated
       ? `Stopped after ${done} of ${rounds} rounds (time budget).`
       : `${done} rounds in ${fmtMs(lastLoad.total_ms)} ms.`);
-    $("load-caption").textContent = `${lastLoad.path}: ${done} rounds`;
+    $("load-caption").textContent = `${lastLoad.path}: ${done} rounds` +
+      (lastLoad.db_delay_ms ? `; PostgreSQL times ${delayNote(lastLoad.db_delay_ms)}` : "");
     drawChart();
     fillSummary(lastLoad.summary);
   });
@@ -346,6 +416,7 @@ $("run-compare").addEventListener("click", runCompare);
 $("run-load").addEventListener("click", runLoad);
 $("flush").addEventListener("click", flush);
 $("log-scale").addEventListener("change", drawChart);
+document.querySelectorAll(".db-delay").forEach((b) => b.addEventListener("click", () => setDbDelay(b)));
 window.addEventListener("resize", drawChart);
 
 onTargetChange();

@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/assets/labs.js", get(|| async { asset("text/javascript; charset=utf-8", LABS_JS) }))
         .route("/assets/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
         .route("/api/compare", get(compare))
         .route("/api/load-test", post(load_test))
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
+const LABS_JS: &str = include_str!("../../assets/labs.js");
 const STYLE_CSS: &str = include_str!("../../assets/style.css");
 
 /// The page runs only its own files: no inline script, style attribute or handler, nothing from elsewhere, no
