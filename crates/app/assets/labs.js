@@ -38,6 +38,11 @@ function fmtBytes(v) {
   return `${v} B`;
 }
 
+/** A maxmemory: 0 means Redis has no limit. */
+function fmtLimit(v) {
+  return v === 0 ? "no limit" : fmtBytes(v);
+}
+
 function fmtPrice(v) {
   return v == null ? "–" : Number(v).toFixed(2);
 }
@@ -106,14 +111,10 @@ function drawLive(chart, points, windowSecs, series, scale) {
   }
 }
 
+/** The mean of the server's 2 s hit ratios in (from, to]; null when none had a lookup. */
 function ratioOver(points, from, to) {
-  let hits = 0, lookups = 0;
-  for (const p of points) {
-    if (p.at_ms <= from || p.at_ms > to) continue;
-    hits += p.hits_per_sec;
-    lookups += p.hits_per_sec + p.misses_per_sec;
-  }
-  return lookups > 0 ? hits / lookups : null;
+  const r = points.filter((p) => p.at_ms > from && p.at_ms <= to && p.hit_ratio != null).map((p) => p.hit_ratio);
+  return r.length ? r.reduce((a, b) => a + b, 0) / r.length : null;
 }
 
 function drawTimeline() {
@@ -199,9 +200,13 @@ async function startTraffic(pattern, seconds, outId) {
   if (outId) say(outId, `Started ${seconds} s of ${pattern} traffic: watch the charts above.`);
 }
 
-const liveButtons = () => [$("traffic-start"), $("traffic-stop")];
+/** Runs a traffic action with its buttons disabled; then Stop is enabled only while traffic runs. */
+async function trafficBusy(origin, work) {
+  await busy([$("traffic-start"), $("traffic-stop")], origin, work);
+  $("traffic-stop").disabled = !(traffic && traffic.running);
+}
 
-$("traffic-start").addEventListener("click", (e) => busy(liveButtons(), e.currentTarget, async () => {
+$("traffic-start").addEventListener("click", (e) => trafficBusy(e.currentTarget, async () => {
   say("traffic-status", "");
   try {
     await startTraffic($("traffic-pattern").value, Number($("traffic-seconds").value));
@@ -210,7 +215,7 @@ $("traffic-start").addEventListener("click", (e) => busy(liveButtons(), e.curren
   }
 }));
 
-$("traffic-stop").addEventListener("click", (e) => busy(liveButtons(), $("traffic-start"), async () => {
+$("traffic-stop").addEventListener("click", (e) => trafficBusy($("traffic-start"), async () => {
   try {
     traffic = await api("/api/labs/traffic", { method: "DELETE" });
     say("traffic-status", `Stopped. ${trafficText(traffic)}`);
@@ -238,7 +243,7 @@ function makeSide(rootId, id, write) {
 
 const stale = {
   naive: makeSide("stale-naive", 1, (side, price) =>
-    postJson("/api/labs/staleness/naive-write", { id: side.id, price: fmtPrice(price) })),
+    postJson("/api/labs/staleness/naive-write", { id: side.id, price: Number(price) })),
   api: makeSide("stale-api", 2, (side, price) =>
     postJson(`/api/products/${side.id}`, { price: Number(price) }, "PUT")),
 };
@@ -367,7 +372,10 @@ async function staleWrite(side) {
     side.run = { writtenAt, oldPrice: before.price, newPrice: fmtPrice(price), lastRead: null, freshAt: null,
       freshRead: null, staleReads: 0, freshReads: 0 };
     if (result.invalidated && typeof result.invalidated === "object") {
-      const keys = result.invalidated.keys || [];
+      // The response names keys after the prefix (product:2); the page shows full names, like redis-cli.
+      const own = side.status ? side.status.key : "";
+      const prefix = own.endsWith(`product:${side.id}`) ? own.slice(0, own.length - `product:${side.id}`.length) : "";
+      const keys = (result.invalidated.keys || []).map((k) => prefix + k);
       staleEvent(side, `wrote ${fmtPrice(price)} through the API; it removed ${keys.length ? keys.join(", ") : "no cached keys"}.`);
     } else {
       const ttl = result.ttl_ms == null ? "no entry" : `${Math.ceil(result.ttl_ms / 1000)} s of TTL left`;
@@ -395,25 +403,28 @@ let eviction = null;
 // What the page saw when it shrank Redis: the figures its explanation compares against.
 let evictRun = null;
 const MIB = 1024 * 1024;
-const EVICT_SIZES = [1, 2, 4, 8, 16].map((m) => m * MIB);
+// Redis itself takes about 1.2 MiB with no keys at all; below that it refuses every write instead of evicting.
+const EVICT_SIZES = [1.25, 1.5, 2, 4, 8, 16].map((m) => m * MIB);
 const HIT_WINDOW_MS = 30_000;
 
 function renderEviction(e) {
   $("evict-used").textContent = fmtBytes(e.used_memory);
-  $("evict-max").textContent = e.maxmemory ? fmtBytes(e.maxmemory) : "no limit";
-  $("evict-configured").textContent = e.configured_maxmemory ? fmtBytes(e.configured_maxmemory) : "no limit";
+  $("evict-max").textContent = fmtLimit(e.maxmemory);
+  // The configured size is remembered only while shrunk; otherwise it is the current one.
+  const configured = e.shrunk ? e.configured_maxmemory : e.maxmemory;
+  $("evict-configured").textContent = fmtLimit(configured);
   $("evict-evicted").textContent = fmtInt(e.evicted_keys);
   $("evict-policy").textContent = e.policy;
   $("evict-products").textContent = fmtInt(e.products);
   const fill = $("evict-fill");
   fill.style.width = e.maxmemory ? `${Math.min(100, (100 * e.used_memory) / e.maxmemory)}%` : "0";
   fill.classList.toggle("full", Boolean(e.maxmemory) && e.used_memory >= 0.95 * e.maxmemory);
-  const ceiling = e.configured_maxmemory || Infinity;
+  const ceiling = configured || Infinity;
   const sizes = EVICT_SIZES.filter((b) => b >= (e.min_bytes || MIB) && b < ceiling);
   const select = $("evict-size");
   const have = [...select.options].map((o) => Number(o.value));
   if (have.join() !== sizes.join()) {
-    const chosen = Number(select.value) || sizes[0];
+    const chosen = Number(select.value) || (sizes.includes(1.5 * MIB) ? 1.5 * MIB : sizes[0]);
     select.replaceChildren(...sizes.map((b) => {
       const o = document.createElement("option");
       o.value = String(b);
@@ -451,18 +462,24 @@ function renderEvictExplain() {
   const after = ratioOver(pts, run.at + LIVE_MS, end);
   const before = run.ratioBefore;
   const out = [];
-  out.push(para(`At ${clock(run.at)} Redis' maxmemory went from ${fmtBytes(run.from)} to ${fmtBytes(run.to)} ` +
+  out.push(para(`At ${clock(run.at)} Redis' maxmemory went from ${fmtLimit(run.from)} to ${fmtLimit(run.to)} ` +
     `(${fmtBytes(run.usedBefore)} were in use). Since then Redis has evicted ${plural(evicted, "key", "keys")} ` +
     `(evicted_keys ${fmtInt(run.evictedBefore)} → ${fmtInt(run.evictedBefore + evicted)})` +
     (run.restoredAt ? `, until the size was restored at ${clock(run.restoredAt)}.` :
       `; used memory is ${fmtBytes(e.used_memory)} of ${fmtBytes(e.maxmemory)}.`)));
   const ratioText = (r) => (r == null ? "no lookups" : fmtPct(r));
-  let change = `Hit ratio of all traffic (from the timeline): ${ratioText(before)} in the 30 s before shrinking, ` +
-    `${ratioText(after)} since${run.restoredAt ? ", until the restore" : ""}.`;
+  let change = `Hit ratio of all traffic (the mean of the timeline's 2 s ratios): ${ratioText(before)} in the ` +
+    `30 s before shrinking, ${ratioText(after)} since${run.restoredAt ? ", until the restore" : ""}.`;
   if (before != null && after != null && after < before) {
     change += ` It fell by ${((before - after) * 100).toFixed(1)} points.`;
   }
   out.push(para(change));
+  const errors = cacheErrors() - run.errorsBefore;
+  if (errors > 0) {
+    out.push(para(`${plural(errors, "cache lookup or fill", "cache lookups or fills")} failed since: when Redis' own ` +
+      "memory (connections, buffers) is above maxmemory even with no keys left, it refuses writes (OOM) instead " +
+      "of evicting, and the app answers from PostgreSQL. A larger size shows eviction itself."));
+  }
   if (e.policy === "allkeys-lru") {
     out.push(para("What allkeys-lru did: whenever storing an entry would take Redis past maxmemory, Redis first " +
       "deletes keys, chosen among all keys (TTL or not) as the least recently used of a small random sample. " +
@@ -478,9 +495,20 @@ function renderEvictExplain() {
   $("evict-explain").replaceChildren(...out);
 }
 
-const evictButtons = () => [$("evict-shrink"), $("evict-traffic"), $("evict-restore")];
+/** Failed cache operations so far, every replica's when known. */
+function cacheErrors() {
+  if (!lastStats) return 0;
+  const t = lastStats.fleet ? lastStats.fleet.totals : lastStats;
+  return t.errors || 0;
+}
 
-$("evict-shrink").addEventListener("click", (ev) => busy(evictButtons(), ev.currentTarget, async () => {
+/** Runs an eviction action with its buttons disabled; then Restore is enabled only while shrunk. */
+async function evictBusy(origin, work) {
+  await busy([$("evict-shrink"), $("evict-traffic"), $("evict-restore")], origin, work);
+  if (eviction) renderEviction(eviction);
+}
+
+$("evict-shrink").addEventListener("click", (ev) => evictBusy(ev.currentTarget, async () => {
   say("evict-message", "");
   try {
     const at = Date.now();
@@ -492,16 +520,18 @@ $("evict-shrink").addEventListener("click", (ev) => busy(evictButtons(), ev.curr
     eviction = await postJson("/api/labs/eviction/shrink", { maxmemory: bytes });
     // The server's timeline clock, so "since" and "before" split at the shrink.
     evictRun = { at: lastAt, from: beforeFig.maxmemory, to: eviction.maxmemory, usedBefore: beforeFig.used_memory,
-      evictedBefore: beforeFig.evicted_keys, ratioBefore, restoredAt: null, restoredEvicted: null };
+      evictedBefore: beforeFig.evicted_keys, ratioBefore, errorsBefore: cacheErrors(), restoredAt: null,
+      restoredEvicted: null };
     renderEviction(eviction);
     renderEvictExplain();
-    say("evict-message", `Redis maxmemory is now ${fmtBytes(eviction.maxmemory)}. Now run uniform traffic.`);
+    say("evict-message", `Redis maxmemory is now ${fmtBytes(eviction.maxmemory)}. ` + (traffic && traffic.running
+      ? "Watch evicted keys climb and the hit ratio fall." : "Now run uniform traffic."));
   } catch (err) {
     say("evict-message", err.message, true);
   }
 }));
 
-$("evict-traffic").addEventListener("click", (ev) => busy(evictButtons(), ev.currentTarget, async () => {
+$("evict-traffic").addEventListener("click", (ev) => evictBusy(ev.currentTarget, async () => {
   say("evict-message", "");
   try {
     await startTraffic("uniform", 60, "evict-message");
@@ -510,7 +540,7 @@ $("evict-traffic").addEventListener("click", (ev) => busy(evictButtons(), ev.cur
   }
 }));
 
-$("evict-restore").addEventListener("click", (ev) => busy(evictButtons(), $("evict-shrink"), async () => {
+$("evict-restore").addEventListener("click", (ev) => evictBusy($("evict-shrink"), async () => {
   say("evict-message", "");
   try {
     eviction = await api("/api/labs/eviction/restore", { method: "POST" });
