@@ -33,6 +33,43 @@ pub struct Stats {
     /// Which caching patterns are switched on; missing from older builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patterns: Option<Patterns>,
+    /// The replica that answered; missing from older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// Every replica's counters and their sum; missing from older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Fleet>,
+}
+
+/// The counters of every replica, as exchanged through Redis, and their sum.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    /// False while Redis is unreachable: then only the answering replica is counted.
+    pub aggregated: bool,
+    pub totals: FleetCounters,
+    /// Sorted by id.
+    pub replicas: Vec<ReplicaCounters>,
+}
+
+/// Cacheable requests and database queries since the last flush.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetCounters {
+    #[serde(flatten)]
+    pub counters: Counters,
+    #[serde(default)]
+    pub db_queries: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaCounters {
+    pub id: String,
+    /// The replica that answered.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+    #[serde(flatten)]
+    pub counters: FleetCounters,
+    /// How old these figures are.
+    pub age_ms: u64,
 }
 
 /// A field that is present, even as `null`, is `Some`; only a missing one is `None` (by `default`).
@@ -54,6 +91,30 @@ pub struct Counters {
     /// hits / (hits + misses + errors); `None` before the first cacheable request.
     #[serde(default)]
     pub hit_rate: Option<f64>,
+}
+
+impl Counters {
+    /// The counters with their hit rate.
+    pub fn new(hits: u64, misses: u64, bypasses: u64, errors: u64) -> Self {
+        let lookups = hits + misses + errors;
+        Counters { hits, misses, bypasses, errors, hit_rate: (lookups > 0).then(|| hits as f64 / lookups as f64) }
+    }
+}
+
+impl std::ops::Add for Counters {
+    type Output = Counters;
+
+    fn add(self, o: Counters) -> Counters {
+        Counters::new(self.hits + o.hits, self.misses + o.misses, self.bypasses + o.bypasses, self.errors + o.errors)
+    }
+}
+
+impl std::ops::Add for FleetCounters {
+    type Output = FleetCounters;
+
+    fn add(self, o: FleetCounters) -> FleetCounters {
+        FleetCounters { counters: self.counters + o.counters, db_queries: self.db_queries + o.db_queries }
+    }
 }
 
 /// Redis as the app sees it: reachable or not, the breaker, and selected `INFO` fields.
@@ -198,6 +259,28 @@ mod tests {
         assert_eq!(text["redis"].get("uptime_in_days"), None);
         assert_eq!(text["l1"], Value::Null);
         assert_eq!(serde_json::from_value::<Stats>(text).expect("reads back"), stats);
+    }
+
+    #[test]
+    fn counters_add_up_with_their_hit_rate() {
+        let sum = Counters::new(3, 1, 5, 0) + Counters::new(1, 3, 0, 0);
+        assert_eq!((sum.hits, sum.misses, sum.bypasses), (4, 4, 5));
+        assert_eq!(sum.hit_rate, Some(0.5));
+        assert_eq!(Counters::new(0, 0, 7, 0).hit_rate, None, "bypasses are not lookups");
+    }
+
+    #[test]
+    fn a_replica_reads_as_the_page_expects() {
+        let r = ReplicaCounters {
+            id: "a".into(),
+            is_self: true,
+            counters: FleetCounters { counters: Counters::new(1, 1, 0, 0), db_queries: 1 },
+            age_ms: 0,
+        };
+        let v = serde_json::to_value(&r).expect("serializes");
+        assert_eq!(v["self"], true);
+        assert_eq!(v["hit_rate"], 0.5);
+        assert_eq!(v["db_queries"], 1);
     }
 
     #[test]

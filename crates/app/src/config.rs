@@ -74,6 +74,11 @@ pub struct Config {
     #[arg(long, env = "DB_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub db_delay_ms: u64,
 
+    /// This replica's name on the dashboard (which replica answered, its counters). Defaults to `HOSTNAME`, the
+    /// pod's name in Kubernetes, else a random id.
+    #[arg(long, env = "REPLICA_NAME", value_parser = replica_name)]
+    pub replica_name: Option<String>,
+
     /// Maximum PostgreSQL connections in the pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,
@@ -227,6 +232,23 @@ impl Config {
     }
 }
 
+/// A replica name: what a pod name may hold, so it reads well on the page and in Redis.
+fn replica_name(raw: &str) -> Result<String, String> {
+    let ok = (1..=63).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if ok { Ok(raw.to_owned()) } else { Err("1 to 63 letters, digits, '-', '.' or '_'".into()) }
+}
+
+impl Config {
+    /// [`Config::replica_name`], else `HOSTNAME` when it is a valid name, else a random id.
+    pub fn replica(&self) -> String {
+        self.replica_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().and_then(|h| replica_name(&h).ok()))
+            .unwrap_or_else(|| format!("replica-{:06x}", rand::random::<u32>() & 0xff_ffff))
+    }
+}
+
 const REDACTED: &str = "<redacted>";
 
 /// Written by hand so that logging the configuration never prints a password, a URL's credentials or the admin
@@ -247,6 +269,7 @@ impl fmt::Debug for Config {
             cache_ttl_top_secs,
             cache_ttl_product_secs,
             db_delay_ms,
+            replica_name,
             db_pool_size,
             db_acquire_timeout_ms,
             db_query_timeout_ms,
@@ -286,6 +309,7 @@ impl fmt::Debug for Config {
             .field("cache_ttl_top_secs", cache_ttl_top_secs)
             .field("cache_ttl_product_secs", cache_ttl_product_secs)
             .field("db_delay_ms", db_delay_ms)
+            .field("replica_name", replica_name)
             .field("db_pool_size", db_pool_size)
             .field("db_acquire_timeout_ms", db_acquire_timeout_ms)
             .field("db_query_timeout_ms", db_query_timeout_ms)

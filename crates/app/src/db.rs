@@ -3,13 +3,14 @@
 //! Prices and averages are read as `float8` so they are JSON numbers; timestamps as RFC 3339 text in UTC.
 
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{FromRow, PgPool};
+use sqlx::{Executor, FromRow, PgPool};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -208,13 +209,23 @@ static UPDATE_PRODUCT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The reads that requests make, prepared on every new connection.
+static PREPARED_READS: LazyLock<[&'static str; 4]> =
+    LazyLock::new(|| [CATEGORY_STATS, SEARCH, TOP_PRODUCTS, PRODUCT_DETAIL.as_str()]);
+
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
-    delay: Duration,
+    /// The artificial delay in milliseconds: set at start, changed at runtime by the dashboard.
+    delay_ms: Arc<AtomicU64>,
+    /// Queries sent since start (probes excluded): the dashboard's "database queries per second".
+    queries: Arc<AtomicU64>,
     query_timeout: Duration,
     metrics: Metrics,
 }
+
+/// The longest artificial delay the dashboard may set.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
 
 pub struct DbOptions {
     pub url: String,
@@ -238,22 +249,47 @@ impl Db {
         ]);
         let pool = PgPoolOptions::new()
             .max_connections(opts.pool_size.max(1))
+            // One connection kept open, so the first request after a quiet spell does not pay for a new one.
+            .min_connections(1)
             .acquire_timeout(opts.acquire_timeout)
+            // Every new connection prepares the reads before its first use: a cold connection would otherwise
+            // add parse and plan time to whichever request meets it first (the first of a comparison's two).
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    for sql in PREPARED_READS.iter() {
+                        conn.prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(*sql))).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_lazy_with(connect.application_name("cache-demo"));
-        Ok(Db { pool, delay: opts.delay, query_timeout: opts.query_timeout, metrics })
+        let delay_ms = Arc::new(AtomicU64::new(opts.delay.as_millis() as u64));
+        Ok(Db { pool, delay_ms, queries: Arc::default(), query_timeout: opts.query_timeout, metrics })
     }
 
     pub fn delay(&self) -> Duration {
-        self.delay
+        Duration::from_millis(self.delay_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes the artificial delay of every later query (at most [`MAX_DELAY`]).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.min(MAX_DELAY).as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Queries sent since start, probes excluded.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
     }
 
     /// Runs one query with the artificial delay, a timeout, and `db_query_duration_seconds{query}`.
     async fn timed<T>(&self, query: &'static str, fut: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T> {
         let started = Instant::now();
+        self.queries.fetch_add(1, Ordering::Relaxed);
         let result = tokio::time::timeout(self.query_timeout, fut).await;
         // After the query, like a slow query whose snapshot is taken at its start and whose result arrives late.
-        if !self.delay.is_zero() && matches!(result, Ok(Ok(_))) {
-            tokio::time::sleep(self.delay).await;
+        let delay = self.delay();
+        if !delay.is_zero() && matches!(result, Ok(Ok(_))) {
+            tokio::time::sleep(delay).await;
         }
         self.metrics.db_duration.with_label_values(&[query]).observe(started.elapsed().as_secs_f64());
         match result {
@@ -342,6 +378,39 @@ impl Db {
                 .bind(patch.stock)
                 .bind(patch.category_id)
                 .fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// A product's price; `None` when there is no such product.
+    pub async fn price(&self, id: i32) -> Result<Option<f64>> {
+        self.timed(
+            "price",
+            sqlx::query_scalar("SELECT price::float8 FROM products WHERE id = $1").bind(id).fetch_optional(&self.pool),
+        )
+        .await
+    }
+
+    /// Sets a price in PostgreSQL and nothing else: the dashboard's naive write, which shows what happens when a
+    /// write skips invalidation. Never the API's write path. `false` when there is no such product.
+    pub async fn set_price_without_invalidation(&self, id: i32, price: f64) -> Result<bool> {
+        let done = self
+            .timed(
+                "set_price_without_invalidation",
+                sqlx::query("UPDATE products SET price = $2::numeric(10,2), updated_at = now() WHERE id = $1")
+                    .bind(id)
+                    .bind(price)
+                    .execute(&self.pool),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The highest product id (the uniform load draws ids up to it); 0 for an empty catalogue.
+    pub async fn max_product_id(&self) -> Result<i32> {
+        self.timed(
+            "max_product_id",
+            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM products").fetch_one(&self.pool),
         )
         .await
     }

@@ -4,21 +4,23 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::Uri;
-use serde::Serialize;
+use axum::http::{Method, Uri};
+use serde::{Deserialize, Serialize};
 
 pub const CAPACITY: usize = 20;
 const MAX_PATH_CHARS: usize = 120;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecentRequest {
     /// Unix time in milliseconds.
     pub at_ms: u64,
+    /// The replica that answered.
+    pub replica: String,
     pub method: String,
     pub path: String,
     pub status: u16,
     /// `HIT`, `MISS` or `BYPASS`; absent for requests that do not use the cache.
-    pub cache: Option<&'static str>,
+    pub cache: Option<String>,
     pub ms: f64,
 }
 
@@ -58,16 +60,24 @@ fn truncate(s: &str) -> String {
     s.chars().take(MAX_PATH_CHARS).collect()
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Recent {
     inner: Arc<Mutex<VecDeque<Entry>>>,
+    replica: Arc<str>,
 }
 
 impl Recent {
+    /// The list of one replica, named `replica`.
+    pub fn new(replica: &str) -> Self {
+        Recent { inner: Arc::default(), replica: replica.into() }
+    }
+
     /// Whether a request is worth listing: the API a person calls, not the dashboard's own polling,
     /// probes, metrics or static files.
-    pub fn wants(path: &str) -> bool {
-        path.starts_with("/api/") && !matches!(path, "/api/stats" | "/api/recent" | "/api/ttl")
+    pub fn wants(method: &Method, path: &str) -> bool {
+        let polled = matches!(path, "/api/stats" | "/api/recent" | "/api/ttl" | "/api/timeline")
+            || (method == Method::GET && path.starts_with("/api/labs/"));
+        path.starts_with("/api/") && !polled
     }
 
     pub fn push(&self, method: &'static str, uri: Uri, status: u16, cache: Option<&'static str>, ms: f64) {
@@ -80,16 +90,25 @@ impl Recent {
         list.push_front(entry);
     }
 
+    /// Merges lists of several replicas: newest first, at most [`CAPACITY`].
+    pub fn merge(lists: impl IntoIterator<Item = Vec<RecentRequest>>) -> Vec<RecentRequest> {
+        let mut all: Vec<RecentRequest> = lists.into_iter().flatten().collect();
+        all.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
+        all.truncate(CAPACITY);
+        all
+    }
+
     /// Newest first.
     pub fn snapshot(&self) -> Vec<RecentRequest> {
         let list = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         list.iter()
             .map(|e| RecentRequest {
                 at_ms: e.at_ms,
+                replica: self.replica.to_string(),
                 method: e.method.to_owned(),
                 path: e.path.text(),
                 status: e.status,
-                cache: e.cache,
+                cache: e.cache.map(str::to_owned),
                 ms: e.ms,
             })
             .collect()
@@ -102,7 +121,7 @@ mod tests {
 
     #[test]
     fn keeps_the_newest_twenty_newest_first() {
-        let r = Recent::default();
+        let r = Recent::new("a");
         for i in 0..25 {
             let uri: Uri = format!("/api/products/{i}").parse().expect("uri");
             r.push("GET", uri, 200, Some("HIT"), 0.1);
@@ -111,11 +130,12 @@ mod tests {
         assert_eq!(s.len(), CAPACITY);
         assert_eq!(s[0].path, "/api/products/24");
         assert_eq!(s[CAPACITY - 1].path, "/api/products/5");
+        assert_eq!(s[0].replica, "a");
     }
 
     #[test]
     fn long_paths_are_stored_truncated() {
-        let r = Recent::default();
+        let r = Recent::new("a");
         let uri: Uri = format!("/api/products?q={}", "x".repeat(10_000)).parse().expect("uri");
         r.push("GET", uri, 400, None, 0.1);
         let s = r.snapshot();
@@ -125,12 +145,35 @@ mod tests {
     }
 
     #[test]
+    fn lists_of_replicas_merge_newest_first() {
+        let req = |replica: &str, at_ms| RecentRequest {
+            at_ms,
+            replica: replica.into(),
+            method: "GET".into(),
+            path: "/api/categories".into(),
+            status: 200,
+            cache: Some("HIT".into()),
+            ms: 0.1,
+        };
+        let a: Vec<_> = (0..15).map(|i| req("a", i * 2)).rev().collect();
+        let b: Vec<_> = (0..15).map(|i| req("b", i * 2 + 1)).rev().collect();
+        let merged = Recent::merge([a, b]);
+        assert_eq!(merged.len(), CAPACITY);
+        assert_eq!((merged[0].at_ms, merged[0].replica.as_str()), (29, "b"));
+        assert_eq!((merged[1].at_ms, merged[1].replica.as_str()), (28, "a"));
+        assert!(merged.windows(2).all(|w| w[0].at_ms >= w[1].at_ms));
+    }
+
+    #[test]
     fn polling_and_probes_are_not_listed() {
-        assert!(Recent::wants("/api/products/1"));
-        assert!(Recent::wants("/api/compare"));
-        assert!(!Recent::wants("/api/stats"));
-        assert!(!Recent::wants("/api/recent"));
-        assert!(!Recent::wants("/healthz"));
-        assert!(!Recent::wants("/assets/app.js"));
+        let get = &Method::GET;
+        assert!(Recent::wants(get, "/api/products/1"));
+        assert!(Recent::wants(get, "/api/compare"));
+        assert!(Recent::wants(&Method::POST, "/api/labs/traffic"));
+        for polled in ["/api/stats", "/api/recent", "/api/timeline", "/api/labs/traffic", "/api/labs/staleness"] {
+            assert!(!Recent::wants(get, polled), "{polled}");
+        }
+        assert!(!Recent::wants(get, "/healthz"));
+        assert!(!Recent::wants(get, "/assets/app.js"));
     }
 }

@@ -9,6 +9,7 @@ use crate::admission::Admission;
 use crate::cache::{BreakerConfig, ByEndpoint, Cache, CacheOptions, Keyspace, L1Options, RedisClient};
 use crate::config::Config;
 use crate::db::{Db, DbOptions};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::recent::Recent;
 
@@ -22,6 +23,10 @@ pub struct Shared {
     pub(crate) cache: Cache,
     pub(crate) metrics: Metrics,
     pub(crate) recent: Recent,
+    /// Every replica's figures, exchanged through Redis, and the timeline.
+    pub(crate) fleet: Fleet,
+    /// The dashboard's background traffic.
+    pub(crate) traffic: crate::labs::Traffic,
     /// Limits on heavy work (load tests, reads that bypass the cache).
     pub(crate) admission: Admission,
     pub(crate) started: Instant,
@@ -77,17 +82,22 @@ impl AppState {
         let admission = Admission::new(config.db_pool_size, config.db_acquire_timeout());
         let shutdown = CancellationToken::new();
         cache.start(shutdown.clone());
-        Ok(AppState(Arc::new(Shared {
+        let replica = config.replica();
+        let state = AppState(Arc::new(Shared {
             config: Arc::new(config),
             db,
             cache,
             metrics,
-            recent: Recent::default(),
+            recent: Recent::new(&replica),
+            fleet: Fleet::new(&replica),
+            traffic: crate::labs::Traffic::default(),
             admission,
             started: Instant::now(),
             compare_cache_first: std::sync::atomic::AtomicBool::new(false),
-            shutdown,
-        })))
+            shutdown: shutdown.clone(),
+        }));
+        tokio::spawn(Fleet::run(state.clone(), shutdown));
+        Ok(state)
     }
 }
 

@@ -29,7 +29,7 @@ impl Cache {
         Ok(self.scan_matching(&self.inner.keyspace.all_pattern(), usize::MAX).await?.0)
     }
 
-    /// How many keys this app has, for `/api/stats`: exact when a few SCAN calls cover the keyspace, else the
+    /// How many keys this app has (what replicas share aside), for `/api/stats`: exact when a few SCAN calls cover the keyspace, else the
     /// last full count (made in the background, at most one at a time); `None` until there is one.
     pub async fn count_keys(&self) -> Result<Option<usize>, CacheError> {
         if let Some(n) = self.count_matching(Some(COUNT_BUDGET)).await? {
@@ -64,7 +64,8 @@ impl Cache {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..budget.unwrap_or(usize::MAX) {
             let (next, batch) = self.scan_page(cursor, pattern, COUNT_BATCH).await?;
-            seen.extend(batch.into_iter().filter(|k| self.inner.keyspace.owns(k)));
+            let ks = &self.inner.keyspace;
+            seen.extend(batch.into_iter().filter(|k| ks.owns(k) && !ks.is_shared_state(k)));
             cursor = next;
             if cursor == 0 {
                 return Ok(Some(seen.len()));

@@ -153,9 +153,11 @@ impl Cache {
         result
     }
 
-    /// Removes every key of this app (SCAN + UNLINK by prefix, never KEYS or FLUSHALL) and resets the counters.
+    /// Removes every cached key of this app (SCAN + UNLINK by prefix, never KEYS or FLUSHALL) and resets the
+    /// counters. What the replicas share (their counters, the experiments' settings) stays.
     pub async fn flush(&self) -> Result<usize, CacheError> {
-        let removed = self.unlink_matching(|_| true).await?;
+        let keyspace = &self.inner.keyspace;
+        let removed = self.unlink_matching(|k| !keyspace.is_shared_state(k)).await?;
         self.inner.stats.reset();
         self.forget_everywhere(Reason::Flush, removed.len()).await;
         Ok(removed.len())

@@ -7,6 +7,9 @@
 //! - the stampede lock of an entry: `cache-demo:lock:<name>` ([`Keyspace::lock`]);
 //! - the pub/sub channels `cache-demo:invalidations` and `cache-demo:invalidation-acks`, whose messages carry
 //!   scopes as [`format_scopes`] writes them;
+//! - what replicas share (kept by a flush): the hash `cache-demo:fleet` (each replica's counters, one field
+//!   per replica), `cache-demo:fleet:epoch` (changed by every flush), `cache-demo:lab:db-delay-ms` and
+//!   `cache-demo:lab:configured-maxmemory` (the dashboard's experiments);
 //! - SCAN patterns: every key of this app, and the admin routes' patterns ([`Keyspace::admin_pattern`]).
 
 use std::borrow::Cow;
@@ -154,6 +157,10 @@ pub struct Keyspace {
     catalog_index: String,
     invalidations: String,
     invalidation_acks: String,
+    fleet: String,
+    fleet_epoch: String,
+    lab_db_delay: String,
+    lab_maxmemory: String,
 }
 
 /// Longest admin pattern accepted (after the prefix).
@@ -167,6 +174,10 @@ impl Keyspace {
             catalog_index: format!("{prefix}:catalog-index"),
             invalidations: format!("{prefix}:invalidations"),
             invalidation_acks: format!("{prefix}:invalidation-acks"),
+            fleet: format!("{prefix}:fleet"),
+            fleet_epoch: format!("{prefix}:fleet:epoch"),
+            lab_db_delay: format!("{prefix}:lab:db-delay-ms"),
+            lab_maxmemory: format!("{prefix}:lab:configured-maxmemory"),
         }
     }
 
@@ -204,6 +215,34 @@ impl Keyspace {
     }
 
     /// SCAN pattern matching every key of this app and nothing else (the prefix has no glob characters).
+    /// Each replica's published counters, one field per replica.
+    pub fn fleet(&self) -> &str {
+        &self.fleet
+    }
+
+    /// A random token that every flush replaces: replicas reset their counters when it changes.
+    pub fn fleet_epoch(&self) -> &str {
+        &self.fleet_epoch
+    }
+
+    /// The artificial database delay the dashboard set, for every replica.
+    pub fn lab_db_delay(&self) -> &str {
+        &self.lab_db_delay
+    }
+
+    /// Redis's `maxmemory` before the eviction experiment shrank it.
+    pub fn lab_maxmemory(&self) -> &str {
+        &self.lab_maxmemory
+    }
+
+    /// Whether a key holds state the replicas share rather than a cached value: a flush keeps it.
+    pub fn is_shared_state(&self, full_key: &str) -> bool {
+        full_key == self.fleet
+            || full_key == self.fleet_epoch
+            || full_key == self.lab_db_delay
+            || full_key == self.lab_maxmemory
+    }
+
     pub fn all_pattern(&self) -> String {
         format!("{}:*", self.prefix)
     }
@@ -256,6 +295,19 @@ mod tests {
         assert_eq!(ks.full(&CacheKey::top_products(10)), "cache-demo:products:top:10");
         assert_eq!(ks.full(&CacheKey::product(1)), "cache-demo:product:1");
         assert_eq!(ks.generations(), "cache-demo:generations");
+        assert_eq!(ks.fleet(), "cache-demo:fleet");
+        assert_eq!(ks.lab_maxmemory(), "cache-demo:lab:configured-maxmemory");
+    }
+
+    #[test]
+    fn shared_state_is_told_from_entries() {
+        let ks = Keyspace::new("cache-demo");
+        for shared in [ks.fleet(), ks.fleet_epoch(), ks.lab_db_delay(), ks.lab_maxmemory()] {
+            assert!(ks.is_shared_state(shared), "{shared}");
+        }
+        assert!(!ks.is_shared_state("cache-demo:product:1"));
+        assert!(!ks.is_shared_state(ks.generations()));
+        assert!(!ks.is_shared_state("cache-demo:fleet:other"));
     }
 
     #[test]

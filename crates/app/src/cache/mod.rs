@@ -35,6 +35,7 @@ mod outcome;
 mod pending;
 mod read;
 mod scripts;
+mod shared;
 mod stats;
 mod ttl;
 
@@ -54,6 +55,7 @@ pub use self::options::{CacheOptions, L1Options};
 pub use self::outcome::{Cached, Level, Outcome, Primed};
 pub use self::read::Via;
 use self::stats::Stats;
+pub use self::stats::Totals;
 use crate::metrics::Metrics;
 
 /// The cache, cheap to clone: one per app, shared by every request.
@@ -126,6 +128,16 @@ impl Cache {
 
     pub fn redis(&self) -> &RedisClient {
         &self.inner.redis
+    }
+
+    /// Requests by outcome since start, never reset.
+    pub fn totals(&self) -> Totals {
+        self.inner.stats.totals()
+    }
+
+    /// Sets the counters of [`Cache::counters`] back to zero (another replica flushed).
+    pub fn reset_counters(&self) {
+        self.inner.stats.reset();
     }
 
     /// Hits, misses, bypasses and errors since start or the last flush.

@@ -35,6 +35,9 @@ where
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Via {
     Cache,
+    /// Through the cache with single-flight off for this read, whatever the configuration: the dashboard's
+    /// stampede experiment, to show what single-flight saves.
+    CacheUncoalesced,
     DatabaseOnly,
 }
 
@@ -134,7 +137,8 @@ impl Cache {
             }
             Err(_) => Generation::Unknown,
         };
-        let loaded = match self.load_on_miss(key, &full, generation, load).await {
+        let coalesce = self.inner.opts.single_flight && via == Via::Cache;
+        let loaded = match self.load_on_miss(key, &full, generation, coalesce, load).await {
             Err(Error::NotFound(what)) => {
                 if let Generation::Token(token) = generation {
                     self.forget_generation(key, token).await;
@@ -212,9 +216,10 @@ impl Cache {
         key: &CacheKey,
         full: &str,
         generation: Generation<'_>,
+        coalesce: bool,
         load: L,
     ) -> Result<Loaded> {
-        if !self.inner.opts.single_flight {
+        if !coalesce {
             return self.lead(key, full, generation, load).await;
         }
         match self.inner.flights.join(full, generation.token()) {

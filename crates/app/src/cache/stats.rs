@@ -38,6 +38,15 @@ impl<T> ByOutcome<T> {
     }
 }
 
+/// Cacheable requests by outcome since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Totals {
+    pub hits: u64,
+    pub misses: u64,
+    pub bypasses: u64,
+    pub errors: u64,
+}
+
 pub(super) struct Stats {
     /// Since start or the last flush, for `/api/stats`.
     counters: ByOutcome<AtomicU64>,
@@ -64,18 +73,22 @@ impl Stats {
         }
     }
 
+    /// Requests by outcome since start, never reset: the sums of `cache_requests_total`, so the hit path
+    /// counts nothing twice.
+    pub(super) fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for (_, by) in self.requests.iter() {
+            t.hits += by.hits.get();
+            t.misses += by.misses.get();
+            t.bypasses += by.bypasses.get();
+            t.errors += by.errors.get();
+        }
+        t
+    }
+
     pub(super) fn snapshot(&self) -> Counters {
         let c = &self.counters;
-        let hits = c.hits.load(Ordering::Relaxed);
-        let misses = c.misses.load(Ordering::Relaxed);
-        let errors = c.errors.load(Ordering::Relaxed);
-        let lookups = hits + misses + errors;
-        Counters {
-            hits,
-            misses,
-            bypasses: c.bypasses.load(Ordering::Relaxed),
-            errors,
-            hit_rate: (lookups > 0).then(|| hits as f64 / lookups as f64),
-        }
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters::new(load(&c.hits), load(&c.misses), load(&c.bypasses), load(&c.errors))
     }
 }

@@ -68,7 +68,7 @@ fn validate_description(d: &str) -> Result<String> {
     Ok(d.trim().to_owned())
 }
 
-fn validate_price(price: f64) -> Result<f64> {
+pub(crate) fn validate_price(price: f64) -> Result<f64> {
     if !price.is_finite() || price < 0.0 {
         return Err(Error::invalid("price", "must be a number of at least 0"));
     }

@@ -65,7 +65,7 @@ impl Target {
         // Reads that skip the cache share part of the pool, so a flood of them leaves connections for the rest.
         let _permit = match via {
             Via::DatabaseOnly => Some(state.admission.bypass().await?),
-            Via::Cache => None,
+            Via::Cache | Via::CacheUncoalesced => None,
         };
         state.cache.get_or_load(&self.key(), via, || self.load(state)).await
     }

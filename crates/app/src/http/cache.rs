@@ -64,6 +64,8 @@ async fn stats(State(state): State<AppState>) -> Json<Stats> {
         redis,
         l1: Some(cache.l1_stats()),
         patterns: Some(patterns),
+        replica: Some(state.fleet.id().to_owned()),
+        fleet: Some(state.fleet.counters(&state)),
     })
 }
 
@@ -74,6 +76,7 @@ async fn flush(State(state): State<AppState>, _: Admin) -> Result<Json<Value>> {
         .flush()
         .await
         .map_err(|e| Error::CacheUnavailable { reason: format!("nothing was flushed: {e}"), key: None })?;
+    state.fleet.flushed(&state).await;
     tracing::info!(deleted, "cache flushed");
     Ok(Json(json!({ "deleted": deleted })))
 }

@@ -221,7 +221,7 @@ async fn ttl(State(state): State<AppState>, ApiQuery(p): ApiQuery<TargetParams>)
 }
 
 async fn recent(State(state): State<AppState>) -> impl IntoResponse {
-    Json(json!({ "requests": state.recent.snapshot() }))
+    Json(json!({ "requests": state.fleet.recent(&state.recent) }))
 }
 
 #[cfg(test)]

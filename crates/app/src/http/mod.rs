@@ -7,6 +7,7 @@ mod cache;
 mod catalog;
 mod dashboard;
 mod extract;
+mod labs;
 mod ops;
 mod products;
 mod respond;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(catalog::router())
         .merge(cache::router())
         .merge(dashboard::router())
+        .merge(labs::router())
         .merge(ops::router())
         .fallback(|| async { Error::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
@@ -45,7 +47,7 @@ pub fn router(state: AppState) -> Router {
 /// and clones the inner service, allocations that the hit path would pay on every request.
 async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let listed = crate::recent::Recent::wants(request.uri().path()).then(|| request.uri().clone());
+    let listed = crate::recent::Recent::wants(request.method(), request.uri().path()).then(|| request.uri().clone());
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
     let response = tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
