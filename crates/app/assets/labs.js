@@ -31,10 +31,15 @@ function refocus(el) {
   if (el && (!now || now === document.body || now === el)) el.focus();
 }
 
+/** Tells screen readers what an action did; figures refreshed every 2 s are not announced. */
+function announce(text) {
+  $("lab-announce").textContent = text;
+}
+
 function fmtBytes(v) {
   if (v == null) return "–";
   if (v >= 1024 * 1024) return `${(v / (1024 * 1024)).toFixed(2)} MiB`;
-  if (v >= 1024) return `${(v / 1024).toFixed(1)} KiB`;
+  if (v >= 1024) return `${(v / 1024).toFixed(v % 1024 ? 1 : 0)} KiB`;
   return `${v} B`;
 }
 
@@ -197,6 +202,7 @@ async function refreshTraffic() {
 async function startTraffic(pattern, seconds, outId) {
   traffic = await postJson("/api/labs/traffic", { pattern, seconds });
   say("traffic-status", trafficText(traffic));
+  announce(`Started ${seconds} s of ${pattern} traffic.`);
   if (outId) say(outId, `Started ${seconds} s of ${pattern} traffic: watch the charts above.`);
 }
 
@@ -212,6 +218,7 @@ $("traffic-start").addEventListener("click", (e) => trafficBusy(e.currentTarget,
     await startTraffic($("traffic-pattern").value, Number($("traffic-seconds").value));
   } catch (err) {
     say("traffic-status", err.message, true);
+    announce(err.message);
   }
 }));
 
@@ -219,8 +226,10 @@ $("traffic-stop").addEventListener("click", (e) => trafficBusy($("traffic-start"
   try {
     traffic = await api("/api/labs/traffic", { method: "DELETE" });
     say("traffic-status", `Stopped. ${trafficText(traffic)}`);
+    announce(`Traffic stopped after ${fmtInt(traffic.requests)} requests.`);
   } catch (err) {
     say("traffic-status", err.message, true);
+    announce(err.message);
   }
 }));
 
@@ -318,6 +327,7 @@ async function pollStale(side) {
   const run = side.run;
   try {
     const read = await readThrough(side.id);
+    if (side.run !== run) return; // a new write started meanwhile
     run.lastRead = read;
     await refreshStaleStatus(side);
     if (read.price === run.newPrice) {
@@ -325,12 +335,16 @@ async function pollStale(side) {
         run.freshAt = read.at;
         run.freshRead = read;
         staleEvent(side, `read: ${read.xCache} ${read.price}: fresh.`);
+        side.q("announce").textContent = `Product ${side.id} is fresh: ${read.xCache} ${read.price}, ` +
+          `${((read.at - run.writtenAt) / 1000).toFixed(1)} s after the write.`;
       }
       run.freshReads += 1;
     } else {
       run.staleReads += 1;
       if (run.staleReads === 1) {
         staleEvent(side, `read: ${read.xCache} ${read.price}: stale, PostgreSQL has ${run.newPrice}.`);
+        side.q("announce").textContent = `Product ${side.id} is stale: the cache serves ${read.price}, ` +
+          `PostgreSQL has ${run.newPrice}.`;
       }
     }
     renderStale(side);
@@ -343,7 +357,6 @@ async function pollStale(side) {
     side.timer = setTimeout(() => pollStale(side), STALE_POLL_MS);
   } else if (side.run === run) {
     side.timer = null;
-    side.q("stale-write").disabled = false;
   }
 }
 
@@ -351,7 +364,7 @@ async function staleWrite(side) {
   const button = side.q("stale-write");
   const price = side.q("stale-price").value;
   if (price === "" || !(Number(price) >= 0)) {
-    side.q("verdict").textContent = "Enter a price of at least 0.";
+    side.q("verdict").textContent = side.q("announce").textContent = "Enter a price of at least 0.";
     side.q("stale-price").focus();
     return;
   }
@@ -385,6 +398,8 @@ async function staleWrite(side) {
     pollStale(side);
   } catch (e) {
     side.q("verdict").textContent = e.message;
+    side.q("announce").textContent = e.message;
+  } finally {
     button.disabled = false;
     refocus(button);
   }
@@ -403,9 +418,13 @@ let eviction = null;
 // What the page saw when it shrank Redis: the figures its explanation compares against.
 let evictRun = null;
 const MIB = 1024 * 1024;
-// Redis itself takes about 1.2 MiB with no keys at all; below that it refuses every write instead of evicting.
+// Redis itself takes 1.2 MiB or more with no keys at all (more with more clients); below that it refuses every
+// write instead of evicting. So the first choice is relative: a little less than Redis uses once every product
+// is cached, whatever its own share.
+const EVICT_BELOW = 256 * 1024;
 const EVICT_SIZES = [1.25, 1.5, 2, 4, 8, 16].map((m) => m * MIB);
-const HIT_WINDOW_MS = 30_000;
+// "Before" is the last few points before the shrink: after the traffic's own warm-up, if it ran long enough.
+const HIT_WINDOW_MS = 10_000;
 
 function renderEviction(e) {
   $("evict-used").textContent = fmtBytes(e.used_memory);
@@ -420,19 +439,20 @@ function renderEviction(e) {
   fill.style.width = e.maxmemory ? `${Math.min(100, (100 * e.used_memory) / e.maxmemory)}%` : "0";
   fill.classList.toggle("full", Boolean(e.maxmemory) && e.used_memory >= 0.95 * e.maxmemory);
   const ceiling = configured || Infinity;
-  const sizes = EVICT_SIZES.filter((b) => b >= (e.min_bytes || MIB) && b < ceiling);
+  const sizes = ["below", ...EVICT_SIZES.filter((b) => b >= (e.min_bytes || MIB) && b < ceiling).map(String)];
   const select = $("evict-size");
-  const have = [...select.options].map((o) => Number(o.value));
+  const have = [...select.options].map((o) => o.value);
   if (have.join() !== sizes.join()) {
-    const chosen = Number(select.value) || (sizes.includes(1.5 * MIB) ? 1.5 * MIB : sizes[0]);
-    select.replaceChildren(...sizes.map((b) => {
+    const chosen = select.value || "below";
+    select.replaceChildren(...sizes.map((v) => {
       const o = document.createElement("option");
-      o.value = String(b);
-      o.textContent = fmtBytes(b);
-      o.selected = b === chosen;
+      o.value = v;
+      o.textContent = v === "below" ? "" : fmtBytes(Number(v));
+      o.selected = v === chosen;
       return o;
     }));
   }
+  select.options[0].textContent = `${fmtBytes(EVICT_BELOW)} less than Redis uses now (${fmtBytes(e.used_memory)})`;
   $("evict-restore").disabled = !e.shrunk;
 }
 
@@ -469,7 +489,7 @@ function renderEvictExplain() {
       `; used memory is ${fmtBytes(e.used_memory)} of ${fmtBytes(e.maxmemory)}.`)));
   const ratioText = (r) => (r == null ? "no lookups" : fmtPct(r));
   let change = `Hit ratio of all traffic (the mean of the timeline's 2 s ratios): ${ratioText(before)} in the ` +
-    `30 s before shrinking, ${ratioText(after)} since${run.restoredAt ? ", until the restore" : ""}.`;
+    `10 s before shrinking, ${ratioText(after)} since${run.restoredAt ? ", until the restore" : ""}.`;
   if (before != null && after != null && after < before) {
     change += ` It fell by ${((before - after) * 100).toFixed(1)} points.`;
   }
@@ -512,8 +532,12 @@ $("evict-shrink").addEventListener("click", (ev) => evictBusy(ev.currentTarget, 
   say("evict-message", "");
   try {
     const at = Date.now();
-    const beforeFig = eviction || await api("/api/labs/eviction");
-    const bytes = Number($("evict-size").value);
+    const beforeFig = await api("/api/labs/eviction");
+    const choice = $("evict-size").value;
+    const bytes = choice === "below" ? beforeFig.used_memory - EVICT_BELOW : Number(choice);
+    if (choice === "below" && bytes < (beforeFig.min_bytes || MIB)) {
+      throw new Error(`Redis uses too little to go ${fmtBytes(EVICT_BELOW)} below it: run uniform traffic first.`);
+    }
     const pts = (timeline && timeline.points) || [];
     const lastAt = pts.length ? pts[pts.length - 1].at_ms : at;
     const ratioBefore = ratioOver(pts, lastAt - HIT_WINDOW_MS, lastAt);
