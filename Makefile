@@ -57,6 +57,11 @@ test-browser:
 	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund --silent
 	node --test $(BROWSER_TESTS)/
 
+# The browser tests, also saving a picture of each experiment into docs/screenshots/ (README "Experiments").
+.PHONY: screenshots
+screenshots:
+	SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(MAKE) test-browser
+
 test: test-deps lint check-k8s
 	$(CARGO) test --workspace
 	$(MAKE) test-browser

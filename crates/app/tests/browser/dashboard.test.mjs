@@ -2,84 +2,26 @@
 // Run with `make test-browser`; it saves a screenshot to target/dashboard.png.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import net from "node:net";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { root, startStack, openPage } from "./stack.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
-const binDir = process.env.CACHE_DEMO_BIN_DIR || path.join(root, "target", "debug");
-const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const screenshot = process.env.SCREENSHOT || path.join(root, "target", "dashboard.png");
-const TIMEOUT = 15_000;
 // As in Kubernetes, where the Secret sets one: flushing needs it.
 const ADMIN_TOKEN = "dashboard-test-token";
 
-let stack, browser, page, base;
-let stackLog = "";
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitReady(url, ms) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (stack.exitCode !== null) throw new Error(`the stack exited (${stack.exitCode}):\n${stackLog}`);
-    try {
-      const r = await fetch(url);
-      if (r.ok) return;
-    } catch (_) { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`not ready after ${ms} ms:\n${stackLog}`);
-}
+let stack, browser, page;
 
 const text = (sel) => page.locator(sel).innerText();
 const number = async (sel) => Number((await text(sel)).replace(/[^0-9.]/g, ""));
 
 before(async () => {
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  stack = spawn(path.join(binDir, "cache-demo-stack"), ["--", path.join(binDir, "cache-demo")], {
-    env: { ...process.env, LISTEN_ADDR: `127.0.0.1:${port}`, CACHE_TTL_SECS: "60", RUST_LOG: "warn", ADMIN_TOKEN },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  stack.stdout.on("data", (d) => { stackLog += d; });
-  stack.stderr.on("data", (d) => { stackLog += d; });
-  await waitReady(`${base}/readyz`, 90_000);
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync"],
-  });
-  page = await browser.newPage({ viewport: { width: 1200, height: 1400 } });
-  page.setDefaultTimeout(TIMEOUT);
-  const external = [];
-  page.on("request", (req) => { if (!req.url().startsWith(base) && !req.url().startsWith("data:")) external.push(req.url()); });
-  page.on("pageerror", (e) => { throw e; });
-  await page.goto(base);
-  page.externalRequests = external;
+  stack = await startStack({ env: { CACHE_TTL_SECS: "60", ADMIN_TOKEN } });
+  ({ browser, page } = await openPage(stack.base));
 });
 
 after(async () => {
   if (browser) await browser.close();
-  if (stack && stack.exitCode === null) {
-    const exited = new Promise((r) => stack.once("exit", r));
-    stack.kill("SIGINT");
-    const timer = setTimeout(() => stack.kill("SIGKILL"), 20_000);
-    await exited;
-    clearTimeout(timer);
-  }
+  if (stack) await stack.stop();
 });
 
 test("the page loads everything from the app itself", async () => {
