@@ -144,6 +144,9 @@ async function refreshStats() {
       banner.textContent = `Artificial: a delay of ${s.db_delay_ms} ms is added to every PostgreSQL query ` +
         "(DB_DELAY_MS, or the buttons below). Database times on this page include it.";
     }
+    $("recent-delay").hidden = !s.db_delay_ms;
+    $("recent-delay").textContent = s.db_delay_ms
+      ? `The time of each request that queried PostgreSQL ${delayNote(s.db_delay_ms)}.` : "";
     document.querySelectorAll(".db-delay").forEach((b) => {
       b.setAttribute("aria-pressed", String(Number(b.dataset.ms) === (s.db_delay_ms || 0)));
     });

@@ -158,8 +158,8 @@ function drawTimeline() {
   const delay = lastStats && lastStats.db_delay_ms;
   $("live-delay").hidden = !delay;
   if (delay) {
-    $("live-delay").textContent = `Database queries are slowed by an artificial ${delay} ms delay each, which ` +
-      "caps how many one connection can run per second.";
+    $("live-delay").textContent = `Artificial: every database query counted here takes ${delay} ms longer than it ` +
+      "really does (the database delay above), so misses are slower to answer.";
   }
 }
 

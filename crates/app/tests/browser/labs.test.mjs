@@ -73,7 +73,8 @@ test("the database delay is set from the page and labelled artificial wherever i
   await waitText("#db-delay-message", /artificial 50 ms/);
   await waitText("#delay-banner", /^Artificial: a delay of 50 ms/);
   assert.equal(await page.getAttribute(".db-delay[data-ms='50']", "aria-pressed"), "true");
-  await waitText("#live-delay", /artificial 50 ms/);
+  await waitText("#live-delay", /^Artificial: every database query counted here takes 50 ms longer/);
+  await waitText("#recent-delay", /^The time of each request that queried PostgreSQL includes an artificial database delay of 50 ms per query\.$/);
   await page.selectOption("#endpoint", "top");
   await page.click("#run-compare");
   await waitText("#compare-note", /50 ms of the database time \(\d+%\) is the artificial database delay/);
