@@ -194,8 +194,9 @@ async function setDbDelay(button) {
       body: JSON.stringify({ ms }),
     });
     out.textContent = r.db_delay_ms
-      ? `Every replica now waits an artificial ${r.db_delay_ms} ms before each database query.`
+      ? `Every replica now adds an artificial ${r.db_delay_ms} ms to each database query.`
       : "No artificial delay: database times are real again.";
+    if (typeof markChart === "function") markChart(r.db_delay_ms ? `delay ${r.db_delay_ms} ms` : "no delay"); // labs.js
   } catch (e) {
     out.textContent = e.message;
     out.classList.add("error");
@@ -335,6 +336,7 @@ async function flush() {
   await withBusy($("flush"), async () => {
     const r = await api("/api/flush-cache", { method: "POST" });
     setMessage(`Flushed ${r.deleted} keys; counters reset. The next request misses.`);
+    if (typeof markChart === "function") markChart("flush"); // labs.js
   });
 }
 

@@ -67,6 +67,15 @@ function postJson(path, body, method = "POST") {
 // ---- live charts ---------------------------------------------------------------------------
 
 let timeline = null;
+// What this page did, drawn on the charts where it happened: [{ at (browser clock, ms), label }].
+const chartMarks = [];
+
+/** Marks an action of this page (a flush, a shrink, ...) on the charts. */
+function markChart(label) {
+  chartMarks.push({ at: Date.now(), label });
+  if (chartMarks.length > 20) chartMarks.shift();
+  drawTimeline();
+}
 
 /** A round upper bound for an axis: 1, 2, 2.5 or 5 times a power of ten. */
 function niceCeil(v) {
@@ -92,6 +101,18 @@ function drawLive(chart, points, windowSecs, series, scale) {
   for (const t of scale.ticks) {
     chart.appendChild(svg("line", { x1: left, x2: W - right, y1: y(t), y2: y(t) }));
     chart.appendChild(svg("text", { x: left - 4, y: y(t) + 4, "text-anchor": "end" }, scale.fmt(t)));
+  }
+  // Labels end at their line; one close to the previous goes a row lower, so none covers another.
+  let prev = null;
+  for (const mark of chartMarks) {
+    if (mark.at < start || mark.at > end + LIVE_MS) continue;
+    const mx = Math.min(x(mark.at), W - right);
+    const row = prev && mx - prev.x < 6.5 * mark.label.length + 6 ? (prev.row + 1) % 5 : 0;
+    prev = { x: mx, row };
+    const g = svg("g", { class: "mark" });
+    g.appendChild(svg("line", { x1: mx, x2: mx, y1: top, y2: top + plotH }));
+    g.appendChild(svg("text", { x: mx - 3, y: top + 10 + 12 * row, "text-anchor": "end" }, mark.label));
+    chart.appendChild(g);
   }
   for (let m = Math.floor(windowSecs / 60); m >= 0; m--) {
     chart.appendChild(svg("text", { x: x(end - m * 60_000), y: H - 4, "text-anchor": m === 0 ? "end" : "middle" },
@@ -203,6 +224,7 @@ async function startTraffic(pattern, seconds, outId) {
   traffic = await postJson("/api/labs/traffic", { pattern, seconds });
   say("traffic-status", trafficText(traffic));
   announce(`Started ${seconds} s of ${pattern} traffic.`);
+  markChart(`${pattern} traffic`);
   if (outId) say(outId, `Started ${seconds} s of ${pattern} traffic: watch the charts above.`);
 }
 
@@ -548,6 +570,7 @@ $("evict-shrink").addEventListener("click", (ev) => evictBusy(ev.currentTarget, 
       restoredEvicted: null };
     renderEviction(eviction);
     renderEvictExplain();
+    markChart(`maxmemory ${fmtBytes(eviction.maxmemory)}`);
     say("evict-message", `Redis maxmemory is now ${fmtBytes(eviction.maxmemory)}. ` + (traffic && traffic.running
       ? "Watch evicted keys climb and the hit ratio fall." : "Now run uniform traffic."));
   } catch (err) {
@@ -576,6 +599,7 @@ $("evict-restore").addEventListener("click", (ev) => evictBusy($("evict-shrink")
     renderEviction(eviction);
     renderEvictExplain();
     say("evict-message", `Restored: maxmemory is ${fmtBytes(eviction.maxmemory)} again.`);
+    markChart("restored");
   } catch (err) {
     say("evict-message", err.message, true);
   }

@@ -131,6 +131,9 @@ test("the live charts plot hit ratio and rates, and a flush shows as a dip", asy
   const flushedAt = Date.now();
   await page.click("#flush");
   await waitText("#message", /^Flushed/);
+  // The page marks its own flush on both charts.
+  await page.waitForFunction(() => [...document.querySelectorAll("#ratio-chart .mark text")].some((t) => t.textContent === "flush")
+    && [...document.querySelectorAll("#rate-chart .mark text")].some((t) => t.textContent === "flush"));
   // After the flush every hot key misses once: some interval after it has a lower hit ratio than before.
   const dip = await page.waitForFunction((at) => {
     const pts = [...document.querySelectorAll("#ratio-chart circle")]
