@@ -440,6 +440,36 @@ fn escape_like(term: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Whatever request meets a new connection first, the reads are already prepared on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_new_connection_has_the_reads_prepared() {
+        let pg = tokio::task::spawn_blocking(cache_demo_testkit::shared_pg).await.expect("PostgreSQL");
+        let url = tokio::task::spawn_blocking(move || cache_demo_testkit::fresh_database(pg))
+            .await
+            .expect("join")
+            .expect("a database");
+        let opts = DbOptions {
+            url,
+            pool_size: 2,
+            acquire_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(1),
+            delay: Duration::ZERO,
+        };
+        let db = Db::connect_lazy(&opts, Metrics::new()).expect("pool");
+        // Two connections at once: the first opened, and one more made for the second.
+        let (mut a, mut b) = tokio::try_join!(db.pool.acquire(), db.pool.acquire()).expect("connections");
+        for conn in [&mut a, &mut b] {
+            let prepared: Vec<String> = sqlx::query_scalar("SELECT statement FROM pg_prepared_statements")
+                .fetch_all(&mut **conn)
+                .await
+                .expect("pg_prepared_statements");
+            for sql in PREPARED_READS.iter() {
+                assert!(prepared.iter().any(|p| p == sql), "not prepared: {sql}\nprepared: {prepared:?}");
+            }
+        }
+    }
+
     #[test]
     fn like_wildcards_are_escaped() {
         assert_eq!(escape_like("100%"), "100\\%");
