@@ -74,20 +74,7 @@ impl Cache {
 
     /// Remembers the configured `maxmemory` unless it is known already (an earlier value is the real one).
     pub async fn remember_configured_maxmemory(&self, bytes: u64) -> Result<(), CacheError> {
-        let key = self.inner.keyspace.lab_maxmemory();
-        self.inner
-            .redis
-            .run("set", |mut conn| async move {
-                ::redis::cmd("SET")
-                    .arg(key)
-                    .arg(bytes)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(SHARED_TTL_SECS)
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
-            .await
+        self.set_shared(self.inner.keyspace.lab_maxmemory(), bytes.to_string(), Write::UnlessKnown).await
     }
 
     /// Publishes this replica's report and reads everyone's, the flush epoch and the shared settings, keeping them
@@ -138,29 +125,32 @@ impl Cache {
 
     /// Starts a new counting epoch (after a flush): every replica resets its counters when it sees it.
     pub async fn new_epoch(&self, token: &str) -> Result<(), CacheError> {
-        let key = self.inner.keyspace.fleet_epoch();
-        self.inner
-            .redis
-            .run("set", |mut conn| async move {
-                ::redis::cmd("SET")
-                    .arg(key)
-                    .arg(token)
-                    .arg("EX")
-                    .arg(SHARED_TTL_SECS)
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
-            .await
+        self.set_shared(self.inner.keyspace.fleet_epoch(), token.to_owned(), Write::Always).await
     }
 
     /// Sets the artificial delay every replica applies.
     pub async fn share_db_delay(&self, ms: u64) -> Result<(), CacheError> {
-        let key = self.inner.keyspace.lab_db_delay();
+        self.set_shared(self.inner.keyspace.lab_db_delay(), ms.to_string(), Write::Always).await
+    }
+
+    /// One shared setting, kept [`SHARED_TTL_SECS`] unless a replica's exchange keeps it alive.
+    async fn set_shared(&self, key: &str, value: String, write: Write) -> Result<(), CacheError> {
         self.inner
             .redis
             .run("set", |mut conn| async move {
-                ::redis::cmd("SET").arg(key).arg(ms).arg("EX").arg(SHARED_TTL_SECS).query_async::<()>(&mut conn).await
+                let mut cmd = ::redis::cmd("SET");
+                cmd.arg(key).arg(value).arg("EX").arg(SHARED_TTL_SECS);
+                if write == Write::UnlessKnown {
+                    cmd.arg("NX");
+                }
+                cmd.query_async::<()>(&mut conn).await
             })
             .await
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Always,
+    UnlessKnown,
 }
