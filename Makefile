@@ -33,10 +33,12 @@ run: deps build
 	$(TARGET_DIR)/cache-demo-stack -- $(TARGET_DIR)/cache-demo
 
 # Always release: debug timings mean nothing. The bench starts the app itself (twice: L1 off, then on), runs the
-# standard scenario against it and rewrites the measured part of docs/benchmarks.md.
+# standard scenario against it, measures it against its own reference servers (cache-demo-ref: a static handler and
+# one Redis GET) in turns, and rewrites the measured part of docs/benchmarks.md.
 bench: deps
 	$(CARGO) build --release -p cache-demo -p cache-demo-testkit -p cache-demo-bench
 	target/release/cache-demo-stack -- target/release/cache-demo-bench --spawn-app target/release/cache-demo \
+		--reference target/release/cache-demo-ref \
 		--scenario standard --app-log target/bench-app.log --markdown-out docs/benchmarks.md
 
 fmt:
