@@ -51,7 +51,7 @@ async fn record(State(state): State<AppState>, request: Request, next: Next) -> 
     let response = tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
         .await
         .unwrap_or_else(|_| Error::Timeout.into_response());
-    let outcome = respond::outcome_of(response.headers());
+    let outcome = response.extensions().get::<Outcome>().copied();
     let source = outcome.map_or("none", |o| o.source());
     let elapsed = started.elapsed();
     state
