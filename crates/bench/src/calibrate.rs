@@ -35,17 +35,26 @@ pub struct Subject {
     pub workload: Workload,
 }
 
+/// One subject's runs summed, and the CPU time Redis spent during them, per request answered, in microseconds.
+pub struct Measured {
+    pub stats: RunStats,
+    pub redis_cpu_us_per_request: Option<f64>,
+}
+
 /// Runs every subject for `duration` in all, in `slices` slices taken in turns, and sums each one's slices.
+/// With `redis_pid`, Redis's CPU time is read across each slice too.
 pub async fn alternate(
     subjects: &[Subject],
     concurrency: usize,
     duration: Duration,
     slices: u32,
     timeout: Duration,
-) -> anyhow::Result<Vec<RunStats>> {
+    redis_pid: Option<u32>,
+) -> anyhow::Result<Vec<Measured>> {
     let slices = slices.max(1);
     let each = duration / slices;
     let mut sums: Vec<Option<(LoadResult, Delta)>> = subjects.iter().map(|_| None).collect();
+    let mut redis_cpu: Vec<Option<f64>> = vec![Some(0.0); subjects.len()];
     for s in 0..slices {
         for i in slice_order(s, subjects.len()) {
             let subject = &subjects[i];
@@ -57,8 +66,12 @@ pub async fn alternate(
                 timeout,
             };
             let before = subject.pid.and_then(process_cpu_seconds);
+            let redis_before = redis_pid.and_then(process_cpu_seconds);
             let result = load::run(&subject.target, &spec, &ProgressBar::hidden()).await?;
             let after = subject.pid.and_then(process_cpu_seconds);
+            let redis_after = redis_pid.and_then(process_cpu_seconds);
+            let spent = redis_before.zip(redis_after).map(|(b, a)| a - b);
+            redis_cpu[i] = redis_cpu[i].zip(spent).map(|(sum, s)| sum + s);
             let delta = Delta { cpu_seconds: before.zip(after).map(|(b, a)| a - b), ..Delta::default() };
             sums[i] = Some(match sums[i].take() {
                 Some((mut sum, d)) => {
@@ -72,14 +85,41 @@ pub async fn alternate(
     Ok(subjects
         .iter()
         .zip(sums)
-        .filter_map(|(subject, sum)| {
+        .zip(redis_cpu)
+        .filter_map(|((subject, sum), redis_cpu)| {
             let (r, d) = sum?;
             let w = &subject.workload;
             let stats = RunStats::new(w.endpoint, w.cache, concurrency, 0.0, &r, &d);
-            eprintln!("  {:<36} {}", subject.label, crate::scenario::one_line(&stats));
-            Some(stats)
+            let redis_cpu_us_per_request = redis_cpu.and_then(|c| per_request_us(c, stats.requests));
+            let redis = redis_cpu_us_per_request.map(|c| format!("  Redis CPU {c:.1} µs/req")).unwrap_or_default();
+            eprintln!("  {:<36} {}{redis}", subject.label, crate::scenario::one_line(&stats));
+            Some(Measured { stats, redis_cpu_us_per_request })
         })
         .collect())
+}
+
+/// CPU seconds over requests, in microseconds per request; `None` without requests.
+pub fn per_request_us(cpu_seconds: f64, requests: u64) -> Option<f64> {
+    (requests > 0).then(|| cpu_seconds * 1e6 / requests as f64)
+}
+
+/// `process_id` of `INFO server`.
+pub fn redis_process_id(info: &str) -> Option<u32> {
+    info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The process id of the Redis at `REDIS_URL`, when it runs on this machine (its `/proc` entry exists):
+/// its CPU time is then read across the slices too.
+pub async fn local_redis_pid() -> Option<u32> {
+    let url = std::env::var("REDIS_URL").ok()?;
+    let client = redis::Client::open(url.as_str()).ok()?;
+    let info = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("INFO").arg("server").query_async::<String>(&mut conn).await.ok()
+    })
+    .await
+    .ok()??;
+    redis_process_id(&info).filter(|pid| process_cpu_seconds(*pid).is_some())
 }
 
 /// The two reference servers, started by the bench.
@@ -183,11 +223,19 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
             workload: hits,
         },
     ];
-    let mut runs = alternate(&subjects, p.concurrency, p.duration, CALIBRATION_SLICES, p.timeout).await?.into_iter();
+    let redis_pid = local_redis_pid().await;
+    let mut runs =
+        alternate(&subjects, p.concurrency, p.duration, CALIBRATION_SLICES, p.timeout, redis_pid).await?.into_iter();
     match (runs.next(), runs.next(), runs.next(), runs.next()) {
-        (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref)) => {
-            Ok(Calibration { slices: CALIBRATION_SLICES, healthz, static_ref, hits, redis_ref })
-        }
+        (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref)) => Ok(Calibration {
+            slices: CALIBRATION_SLICES,
+            healthz: healthz.stats,
+            static_ref: static_ref.stats,
+            hits_redis_cpu_us: hits.redis_cpu_us_per_request,
+            redis_ref_redis_cpu_us: redis_ref.redis_cpu_us_per_request,
+            hits: hits.stats,
+            redis_ref: redis_ref.stats,
+        }),
         _ => bail!("the calibrated run returned no figures"),
     }
 }
@@ -195,6 +243,15 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_cpu_comes_from_its_process() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nprocess_id:4242\r\nprocess_supervised:no\r\n";
+        assert_eq!(redis_process_id(info), Some(4242));
+        assert_eq!(redis_process_id("# Server\r\n"), None);
+        assert_eq!(per_request_us(0.5, 25_000), Some(20.0));
+        assert_eq!(per_request_us(0.5, 0), None);
+    }
 
     #[test]
     fn slices_alternate_their_order() {

@@ -360,7 +360,13 @@ impl Report {
         let cpu = |r: &RunStats| opt(r.app_cpu_us_per_request, |v| format!("{v:.1}"));
         let p50 = |r: &RunStats| opt(r.p50(), fmt_ms);
         let p99 = |r: &RunStats| opt(r.latency.map(|l| l.p99_ms), fmt_ms);
-        let row = |what: &str, app: &RunStats, reference: &RunStats, share: Option<f64>, cpu_x: Option<f64>| {
+        let us = |v: Option<f64>| opt(v, |v| format!("{v:.1}"));
+        let row = |what: &str,
+                   app: &RunStats,
+                   reference: &RunStats,
+                   share: Option<f64>,
+                   cpu_x: Option<f64>,
+                   redis: [Option<f64>; 2]| {
             vec![
                 what.to_owned(),
                 fmt_int(app.requests_per_s),
@@ -371,6 +377,7 @@ impl Report {
                 cpu(app),
                 cpu(reference),
                 opt(cpu_x, fmt_x),
+                format!("{} / {}", us(redis[0]), us(redis[1])),
                 fmt_int((app.errors + reference.errors) as f64),
             ]
         };
@@ -381,6 +388,7 @@ impl Report {
                 &c.static_ref,
                 c.healthz_share(),
                 c.healthz_cpu_ratio(),
+                [None, None],
             ),
             row(
                 "`GET /api/products/{id}` hits (L1 off), Redis reference",
@@ -388,6 +396,7 @@ impl Report {
                 &c.redis_ref,
                 c.hit_share(),
                 c.hit_cpu_ratio(),
+                [c.hits_redis_cpu_us, c.redis_ref_redis_cpu_us],
             ),
         ];
         table(
@@ -402,6 +411,7 @@ impl Report {
                 "app CPU µs/request",
                 "reference CPU µs/request",
                 "app CPU vs reference",
+                "Redis CPU µs/request app / reference",
                 "errors",
             ],
             1,

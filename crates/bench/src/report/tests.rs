@@ -239,7 +239,15 @@ fn calibration(hit_rps: f64, hit_p99: f64, hit_cpu: f64) -> Calibration {
     hits.app_cpu_us_per_request = Some(hit_cpu);
     let mut redis_ref = run(Endpoint::Product, CacheMode::On, 25_000.0, 0.9);
     redis_ref.app_cpu_us_per_request = Some(20.0);
-    Calibration { slices: 8, healthz, static_ref, hits, redis_ref }
+    Calibration {
+        slices: 8,
+        healthz,
+        static_ref,
+        hits,
+        redis_ref,
+        hits_redis_cpu_us: Some(9.0),
+        redis_ref_redis_cpu_us: Some(6.0),
+    }
 }
 
 #[test]
@@ -271,12 +279,12 @@ fn the_calibration_renders_beside_the_references() {
     assert!(md.contains("### Hit path against the least a handler can do"), "{md}");
     assert!(md.contains("take turns in 8 slices each"), "{md}");
     assert!(
-        md.contains("| `GET /healthz`, static reference | 36,000 | 40,000 | 90.0% | 0.800 / 0.700 | 2.40 / 2.10 | 12.0 | 8.0 | 1.5× | 0 |"),
+        md.contains("| `GET /healthz`, static reference | 36,000 | 40,000 | 90.0% | 0.800 / 0.700 | 2.40 / 2.10 | 12.0 | 8.0 | 1.5× | – / – | 0 |"),
         "{md}"
     );
     assert!(
         md.contains(
-            "| `GET /api/products/{id}` hits (L1 off), Redis reference | 18,000 | 25,000 | 72.0% | 1.00 / 0.900 | 5.50 / 2.70 | 30.0 | 20.0 | 1.5× | 0 |"
+            "| `GET /api/products/{id}` hits (L1 off), Redis reference | 18,000 | 25,000 | 72.0% | 1.00 / 0.900 | 5.50 / 2.70 | 30.0 | 20.0 | 1.5× | 9.0 / 6.0 | 0 |"
         ),
         "{md}"
     );

@@ -192,6 +192,10 @@ pub struct Calibration {
     pub hits: RunStats,
     /// The same requests to the Redis reference: one `GET` of the app's entry.
     pub redis_ref: RunStats,
+    /// CPU time of the Redis server per request during the app's hits and during the reference's, in
+    /// microseconds (when Redis runs on this machine).
+    pub hits_redis_cpu_us: Option<f64>,
+    pub redis_ref_redis_cpu_us: Option<f64>,
 }
 
 impl Calibration {
