@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::markdown::{fmt_int, fmt_mb, fmt_ms, fmt_pct, fmt_x};
+use super::markdown::{fmt_int, fmt_mb, fmt_ms, fmt_pct};
 use super::types::{AppRun, Calibration, MissPath, RunStats};
 use crate::app::L1State;
 
@@ -191,7 +191,8 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
     goals.push(match (c.hits.app_cpu_us_per_request, c.redis_ref.app_cpu_us_per_request, c.hit_cpu_ratio()) {
         (Some(app), Some(reference), Some(x)) => Goal {
             goal: bar.hit_cpu_goal(),
-            measured: format!("{} µs against {} µs = {}", fmt_us(app), fmt_us(reference), fmt_x(x)),
+            // Two decimals: 1.23× must not read as the 1.2× it fails.
+            measured: format!("{} µs against {} µs = {x:.2}×", fmt_us(app), fmt_us(reference)),
             status: Status::from_bool(x <= bar.hit_cpu_of_redis_ref),
         },
         _ => Goal {

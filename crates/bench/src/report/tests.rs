@@ -260,10 +260,11 @@ fn the_app_is_judged_as_a_share_of_its_references() {
     assert_eq!(goals[0].measured, "36,000 of 40,000 requests/s = 90.0%");
     assert_eq!(goals[1].measured, "22,500 of 25,000 requests/s = 90.0%");
     assert_eq!(goals[2].measured, "p99 4.90 ms at 32 connections (the reference: 2.70 ms)");
-    assert_eq!(goals[3].measured, "24.0 µs against 20.0 µs = 1.2×");
+    assert_eq!(goals[3].measured, "24.0 µs against 20.0 µs = 1.20×");
     // Just below each threshold.
     let goals = judged(&calibration(22_400.0, 5.0, 24.2));
     assert_eq!(goals.iter().map(|g| g.status).collect::<Vec<_>>(), [Met, NotMet, NotMet, NotMet]);
+    assert_eq!(goals[3].measured, "24.2 µs against 20.0 µs = 1.21×");
     // Without CPU times (servers not started by the bench) the CPU goal is not measured, never passed.
     let mut c = calibration(22_500.0, 4.9, 24.0);
     c.redis_ref.app_cpu_us_per_request = None;
