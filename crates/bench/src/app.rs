@@ -125,7 +125,7 @@ pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
 }
 
 /// User + system CPU seconds of a process, from `/proc/<pid>/stat`.
-fn process_cpu_seconds(pid: u32) -> Option<f64> {
+pub(crate) fn process_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?;
     Some(cpu_seconds(&stat))
 }
@@ -238,6 +238,16 @@ impl SpawnedApp {
     /// Starts `binary` on a free loopback port with `env` added to the inherited environment (DATABASE_URL and
     /// REDIS_URL come from `cache-demo-stack`); logs as JSON at `warn` to `log` (appended).
     pub fn start(binary: &Path, env: &[(&str, &str)], log: &Path) -> anyhow::Result<SpawnedApp> {
+        SpawnedApp::start_with_args(binary, &[], env, log)
+    }
+
+    /// [`SpawnedApp::start`] with command-line arguments.
+    pub fn start_with_args(
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<SpawnedApp> {
         let addr = free_loopback_addr()?;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -246,7 +256,8 @@ impl SpawnedApp {
             .with_context(|| format!("opening the app log {}", log.display()))?;
         let err = file.try_clone().context("opening the app log")?;
         let mut cmd = std::process::Command::new(binary);
-        cmd.env("LISTEN_ADDR", addr.to_string())
+        cmd.args(args)
+            .env("LISTEN_ADDR", addr.to_string())
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())

@@ -7,9 +7,11 @@ use cache_demo_api::Stats;
 use clap::{Parser, ValueEnum};
 
 use crate::app::{L1State, SpawnedApp};
+use crate::calibrate::References;
 use crate::client::Target;
 use crate::report::{
-    AppRun, Comparison, Environment, MissPath, Report, RunStats, Settings, evaluate_bar, fmt_share, utc_date,
+    AppRun, Calibration, Comparison, Environment, MissPath, Report, RunStats, Settings, evaluate_bar, fmt_share,
+    utc_date,
 };
 use crate::scenario::{self, Plan, Runner};
 use crate::workload::{Distribution, Endpoint};
@@ -36,6 +38,11 @@ pub struct Args {
     /// REDIS_URL from the environment. The standard scenario runs it twice: L1_ENABLED=false, then true.
     #[arg(long, value_name = "BINARY")]
     pub spawn_app: Option<PathBuf>,
+
+    /// `cache-demo-ref`: the standard scenario also starts its static and Redis reference servers and measures
+    /// the app's `/healthz` and cache hits against them, in turns.
+    #[arg(long, value_name = "BINARY", requires = "spawn_app")]
+    pub reference: Option<PathBuf>,
 
     /// Where the spawned app logs (JSON, warnings and errors); appended to.
     #[arg(long, value_name = "FILE", requires = "spawn_app")]
@@ -185,6 +192,7 @@ struct Measured {
     miss_path: Option<MissPath>,
     write_mix: Vec<RunStats>,
     apps: Vec<AppRun>,
+    calibration: Option<Calibration>,
     /// `/api/stats` at the end; `None` when not read.
     stats: Option<Stats>,
 }
@@ -235,7 +243,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
                 L1State::Off => "as deployed, L1 off",
                 L1State::Absent => "as deployed, no L1",
             };
-            let m = measure(args, &runner, name).await?;
+            let m = measure(args, &runner, name, None).await?;
             let build = format!("app as deployed, bench {bench_build}");
             (m, args.url.clone(), "as deployed at the URL".to_owned(), build, None)
         }
@@ -273,7 +281,17 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
     notes.retain(|n| seen.insert(n.clone()));
 
     let standard = args.scenario == Scenario::Standard;
-    let bar = if standard { evaluate_bar(&measured.apps, measured.miss_path.as_ref()) } else { Vec::new() };
+    if standard && measured.calibration.is_none() {
+        notes.push(
+            "No reference servers in this run (`--reference`): the goals measured against them are not measured."
+                .to_owned(),
+        );
+    }
+    let bar = if standard {
+        evaluate_bar(&measured.apps, measured.miss_path.as_ref(), measured.calibration.as_ref())
+    } else {
+        Vec::new()
+    };
     let settings = Settings {
         scenario: if standard { "standard" } else { "custom" }.to_owned(),
         concurrency: plan.concurrency,
@@ -302,6 +320,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
         miss_path: measured.miss_path,
         write_mix: measured.write_mix,
         apps: measured.apps,
+        calibration: measured.calibration,
         bar,
         notes,
     })
@@ -331,10 +350,19 @@ async fn on_spawned_app(
         eprintln!("cache-demo-bench: {name} ready on {}", app.addr);
         if l1 == Some("true") {
             let run = scenario::hit_path_only(&runner, &name).await?;
-            Ok(Measured { apps: vec![run], stats: Some(runner.app.stats().await?), ..Measured::default() })
-        } else {
-            measure(args, &runner, &name).await
+            return Ok(Measured { apps: vec![run], stats: Some(runner.app.stats().await?), ..Measured::default() });
         }
+        let reference = args.reference.as_deref().filter(|_| args.scenario == Scenario::Standard);
+        let Some(reference) = reference else { return measure(args, &runner, &name, None).await };
+        let prefix = runner.app.stats().await?.key_prefix;
+        let refs = References::start(reference, &prefix, log).await?;
+        eprintln!(
+            "cache-demo-bench: reference servers on {} (static) and {} (Redis)",
+            refs.fixed.addr, refs.redis.addr
+        );
+        let measured = measure(args, &runner, &name, Some(&refs)).await;
+        refs.stop().await;
+        measured
     }
     .await;
     app.stop().await;
@@ -342,15 +370,16 @@ async fn on_spawned_app(
 }
 
 /// The scenario of `args` on one app.
-async fn measure(args: &Args, runner: &Runner, name: &str) -> anyhow::Result<Measured> {
+async fn measure(args: &Args, runner: &Runner, name: &str, refs: Option<&References>) -> anyhow::Result<Measured> {
     match args.scenario {
         Scenario::Standard => {
-            let r = scenario::standard(runner, name).await?;
+            let r = scenario::standard(runner, name, refs).await?;
             Ok(Measured {
                 endpoints: r.endpoints,
                 miss_path: Some(r.miss_path),
                 write_mix: r.write_mix,
                 apps: vec![r.app],
+                calibration: r.calibration,
                 stats: Some(runner.app.stats().await?),
             })
         }

@@ -6,9 +6,10 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::app::{AppClient, Delta, L1State};
+use crate::calibrate::References;
 use crate::client::Target;
 use crate::load::{self, LoadResult, LoadSpec};
-use crate::report::{AppRun, Comparison, MissPath, RunStats};
+use crate::report::{AppRun, Calibration, Comparison, MissPath, RunStats};
 use crate::summary::Latency;
 use crate::workload::{CacheMode, Distribution, Endpoint, KeySampler, SEEDED_PRODUCTS, Workload};
 
@@ -116,9 +117,7 @@ impl Runner {
         let each = duration / slices;
         let mut sums: Vec<Option<(LoadResult, Delta)>> = runs.iter().map(|_| None).collect();
         for s in 0..slices {
-            let order: Vec<usize> =
-                if s % 2 == 0 { (0..runs.len()).collect() } else { (0..runs.len()).rev().collect() };
-            for i in order {
+            for i in crate::calibrate::slice_order(s, runs.len()) {
                 let (label, workload) = &runs[i];
                 let bar = self.progress(&format!("{label} {}/{slices}", s + 1), each, None);
                 let (result, delta) = self.slice(workload, concurrency, each, None, &bar).await?;
@@ -294,6 +293,7 @@ pub struct StandardResult {
     pub miss_path: MissPath,
     pub write_mix: Vec<RunStats>,
     pub app: AppRun,
+    pub calibration: Option<Calibration>,
 }
 
 /// The endpoints of the standard scenario, in order.
@@ -301,8 +301,9 @@ pub const STANDARD_ENDPOINTS: &[Endpoint] = &[Endpoint::Product, Endpoint::Categ
 /// Write shares of the standard scenario's mixed runs (0 % is the cached product run).
 pub const STANDARD_WRITE_RATIOS: &[f64] = &[0.01, 0.10];
 
-/// Ceiling, every endpoint both ways, the miss path, writes against the hit ratio, hits at fewer connections, memory.
-pub async fn standard(runner: &Runner, name: &str) -> anyhow::Result<StandardResult> {
+/// Ceiling, every endpoint both ways, the app against the references (when given), the miss path, writes against the hit ratio, hits at fewer connections, memory.
+/// With `refs`, also the app against the reference servers, in turns, before the miss path flushes the cache.
+pub async fn standard(runner: &Runner, name: &str, refs: Option<&References>) -> anyhow::Result<StandardResult> {
     runner.app.flush().await?;
     let l1 = runner.l1_state().await?;
     let ceiling = runner.ceiling().await?;
@@ -310,6 +311,10 @@ pub async fn standard(runner: &Runner, name: &str) -> anyhow::Result<StandardRes
     for e in STANDARD_ENDPOINTS {
         endpoints.push(runner.compare(*e, true, true).await?);
     }
+    let calibration = match refs {
+        Some(refs) => Some(crate::calibrate::calibrate(runner, refs).await?),
+        None => None,
+    };
     let miss_path = runner.miss_path().await?;
     let product_hit = endpoints.first().and_then(|c| c.cache.clone());
     let mut write_mix: Vec<RunStats> = product_hit.iter().cloned().collect();
@@ -319,7 +324,7 @@ pub async fn standard(runner: &Runner, name: &str) -> anyhow::Result<StandardRes
     let by_connections = runner.hits_by_connections().await?;
     let rss_bytes = runner.rss_bytes().await?;
     let app = AppRun { name: name.to_owned(), l1, ceiling: Some(ceiling), product_hit, by_connections, rss_bytes };
-    Ok(StandardResult { endpoints, miss_path, write_mix, app })
+    Ok(StandardResult { endpoints, miss_path, write_mix, app, calibration })
 }
 
 /// Connections of the lighter hit runs of the standard scenario.

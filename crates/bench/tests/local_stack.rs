@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 /// The app on the shared servers with a fresh database and its own key prefix; stops when dropped.
 struct App {
     addr: SocketAddr,
+    /// The app's `CACHE_PREFIX` and Redis, for the reference server that reads its entries.
+    prefix: String,
+    redis_url: String,
     _stop: oneshot::Sender<()>,
 }
 
@@ -27,6 +30,7 @@ async fn start_app() -> App {
         .expect("fresh database");
     let mut config = Config::for_urls(&db_url, &redis.url());
     config.cache_prefix = format!("bench{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let prefix = config.cache_prefix.clone();
     let state = AppState::new(config).expect("app state");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -34,7 +38,7 @@ async fn start_app() -> App {
     tokio::spawn(cache_demo::serve(state, listener, async {
         let _ = rx.await;
     }));
-    App { addr, _stop: tx }
+    App { addr, prefix, redis_url: redis.url(), _stop: tx }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,4 +139,33 @@ async fn hits_are_measured_at_fewer_connections_too() {
         assert!(r.requests > 10 && r.errors == 0, "{} requests, {:?}", r.requests, r.first_error);
         assert!(r.server.is_some(), "Server-Timing of the hits");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_reference_answers_the_bytes_the_app_stored() {
+    use cache_demo_bench::reference::{Kind, router};
+    use http::Method;
+
+    let app = start_app().await;
+    let target = Target::local(app.addr);
+    let timeout = Duration::from_secs(10);
+    let runner = Runner::new(target.clone(), Plan::quick(1, Duration::from_millis(100)));
+    runner.app.wait_ready(timeout).await.expect("the app with Redis up");
+    // A miss fills the entry; the next request must be a hit, so the entry is in Redis.
+    target.request(Method::GET, "/api/products/7", None, timeout).await.expect("miss");
+    let hit = target.request(Method::GET, "/api/products/7", None, timeout).await.expect("hit");
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    let stored: serde_json::Value = serde_json::from_slice(&hit.body).expect("JSON");
+
+    let kind = Kind::Redis { redis_url: app.redis_url.clone(), key_prefix: app.prefix.clone() };
+    let reference = router(&kind).await.expect("the Redis reference");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, reference).await });
+    let reply = Target::local(addr).request(Method::GET, "/api/products/7", None, timeout).await.expect("reference");
+    assert_eq!(reply.status, 200);
+    let answered: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+    assert_eq!(answered, stored["data"], "the reference answers the app's own entry, as stored");
+    let missing = Target::local(addr).request(Method::GET, "/api/products/9999", None, timeout).await.expect("reply");
+    assert_eq!(missing.status, 404);
 }

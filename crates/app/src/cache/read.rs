@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::flight::{self, Join, Shared};
 use super::keys::{CacheKey, Scope};
 use super::outcome::{Cached, Level, Outcome, Primed};
-use super::scripts::{FILL, FORGET, Token};
+use super::scripts::{self, FILL, FORGET, Token};
 use super::{Cache, ttl};
 use crate::error::{Error, Result};
 
@@ -185,29 +185,38 @@ impl Cache {
     }
 
     /// One round trip: the value, or the scope's generation token (created if there is none).
+    ///
+    /// The script is sent as one `EVALSHA` command built here, and only if Redis does not know the script yet
+    /// (`NOSCRIPT`: a restarted or flushed Redis) as `EVAL`, which also caches it. `redis::Script` would do the
+    /// same through an invocation object that costs a handful of allocations on every request.
     async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, super::CacheError> {
         let gens = self.inner.keyspace.generations();
         let index = self.catalog_index_of(key);
         let field = key.generation_field();
         let fresh = Token::new();
         let script = &self.inner.lookup;
-        let (found, value): (i64, Vec<u8>) = self
+        let command = |name: &str, script: &str| {
+            let mut cmd = ::redis::cmd(name);
+            cmd.arg(script).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(gens);
+            if let Some(index) = index {
+                cmd.arg(index);
+            }
+            cmd.arg(field).arg(fresh.as_str());
+            cmd
+        };
+        let reply: ::redis::Value = self
             .inner
             .redis
             .run("lookup", |mut conn| async move {
-                let mut invocation = script.key(full);
-                invocation.key(gens);
-                if let Some(index) = index {
-                    invocation.key(index);
+                match command("EVALSHA", script.get_hash()).query_async(&mut conn).await {
+                    Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
+                        command("EVAL", scripts::LOOKUP).query_async(&mut conn).await
+                    }
+                    reply => reply,
                 }
-                invocation.arg(field).arg(fresh.as_str()).invoke_async(&mut conn).await
             })
             .await?;
-        Ok(if found == 1 {
-            Lookup::Hit(Bytes::from(value))
-        } else {
-            Lookup::Miss { token: String::from_utf8_lossy(&value).into_owned() }
-        })
+        lookup_reply(reply)
     }
 
     /// A miss: share a concurrent load of the same key and generation when single-flight is on, else lead.
@@ -333,6 +342,26 @@ impl Cache {
     }
 }
 
+/// The lookup script's reply: the value itself (a bulk string) on a hit, `{token}` on a miss.
+fn lookup_reply(reply: ::redis::Value) -> Result<Lookup, super::CacheError> {
+    use ::redis::Value;
+    match reply {
+        Value::BulkString(value) => Ok(Lookup::Hit(Bytes::from(value))),
+        Value::Array(mut items) if items.len() == 1 => match items.pop() {
+            Some(Value::BulkString(token)) => Ok(Lookup::Miss { token: String::from_utf8_lossy(&token).into_owned() }),
+            _ => Err(unexpected_lookup_reply()),
+        },
+        _ => Err(unexpected_lookup_reply()),
+    }
+}
+
+fn unexpected_lookup_reply() -> super::CacheError {
+    super::CacheError::Redis(::redis::RedisError::from((
+        ::redis::ErrorKind::UnexpectedReturnType,
+        "the lookup script returned neither a value nor {token}",
+    )))
+}
+
 /// Runs the query and serializes its result, timed.
 async fn load_json<L: Load>(load: L) -> Result<(Bytes, Duration)> {
     let started = Instant::now();
@@ -341,4 +370,25 @@ async fn load_json<L: Load>(load: L) -> Result<(Bytes, Duration)> {
     // Serializing plain data structures to a Vec cannot fail.
     let data = serde_json::to_vec(&value).unwrap_or_default();
     Ok((Bytes::from(data), db_time))
+}
+
+#[cfg(test)]
+mod tests {
+    use ::redis::Value;
+
+    use super::*;
+
+    #[test]
+    fn a_bulk_reply_is_a_hit_and_a_one_element_array_is_the_token() {
+        match lookup_reply(Value::BulkString(br#"{"id":1}"#.to_vec())) {
+            Ok(Lookup::Hit(data)) => assert_eq!(&data[..], br#"{"id":1}"#),
+            _ => panic!("a bulk string is the value"),
+        }
+        match lookup_reply(Value::Array(vec![Value::BulkString(b"0123456789abcdef".to_vec())])) {
+            Ok(Lookup::Miss { token }) => assert_eq!(token, "0123456789abcdef"),
+            _ => panic!("{{token}} is a miss"),
+        }
+        assert!(lookup_reply(Value::Nil).is_err());
+        assert!(lookup_reply(Value::Array(vec![Value::Int(1), Value::BulkString(b"x".to_vec())])).is_err());
+    }
 }

@@ -16,6 +16,7 @@ const READING_BAR: &str = include_str!("prose/reading-bar.md");
 const READING_COUNTERS: &str = include_str!("prose/reading-counters.md");
 const READING_CPU: &str = include_str!("prose/reading-cpu.md");
 const READING_MAXMEMORY: &str = include_str!("prose/reading-maxmemory.md");
+const CALIBRATION: &str = include_str!("prose/calibration.md");
 
 /// `template` with each `(placeholder, value)` put in.
 fn fill(template: &str, values: &[(&str, String)]) -> String {
@@ -117,6 +118,7 @@ impl Report {
         self.render_miss_path(&mut out);
         self.render_write_mix(&mut out);
         self.render_apps(&mut out);
+        self.render_calibration(&mut out);
         self.render_by_connections(&mut out);
         self.render_bar(&mut out);
         self.render_notes(&mut out);
@@ -346,6 +348,71 @@ impl Report {
                 "app CPU µs/request, `/healthz`",
                 "app CPU µs/request, hits",
                 "resident memory",
+            ],
+            1,
+            &rows,
+        );
+    }
+
+    fn render_calibration(&self, out: &mut String) {
+        let Some(c) = &self.calibration else { return };
+        out.push_str(&CALIBRATION.replace("{slices}", &c.slices.to_string()));
+        let cpu = |r: &RunStats| opt(r.app_cpu_us_per_request, |v| format!("{v:.1}"));
+        let p50 = |r: &RunStats| opt(r.p50(), fmt_ms);
+        let p99 = |r: &RunStats| opt(r.latency.map(|l| l.p99_ms), fmt_ms);
+        let us = |v: Option<f64>| opt(v, |v| format!("{v:.1}"));
+        let row = |what: &str,
+                   app: &RunStats,
+                   reference: &RunStats,
+                   share: Option<f64>,
+                   cpu_x: Option<f64>,
+                   redis: [Option<f64>; 2]| {
+            vec![
+                what.to_owned(),
+                fmt_int(app.requests_per_s),
+                fmt_int(reference.requests_per_s),
+                opt(share.map(|f| f * 100.0), fmt_pct),
+                format!("{} / {}", p50(app), p50(reference)),
+                format!("{} / {}", p99(app), p99(reference)),
+                cpu(app),
+                cpu(reference),
+                opt(cpu_x, fmt_x),
+                format!("{} / {}", us(redis[0]), us(redis[1])),
+                fmt_int((app.errors + reference.errors) as f64),
+            ]
+        };
+        let rows = vec![
+            row(
+                "`GET /healthz`, static reference",
+                &c.healthz,
+                &c.static_ref,
+                c.healthz_share(),
+                c.healthz_cpu_ratio(),
+                [None, None],
+            ),
+            row(
+                "`GET /api/products/{id}` hits (L1 off), Redis reference",
+                &c.hits,
+                &c.redis_ref,
+                c.hit_share(),
+                c.hit_cpu_ratio(),
+                [c.hits_redis_cpu_us, c.redis_ref_redis_cpu_us],
+            ),
+        ];
+        table(
+            out,
+            &[
+                "request, against",
+                "app requests/s",
+                "reference requests/s",
+                "app share",
+                "p50 (ms) app / reference",
+                "p99 (ms) app / reference",
+                "app CPU µs/request",
+                "reference CPU µs/request",
+                "app CPU vs reference",
+                "Redis CPU µs/request app / reference",
+                "errors",
             ],
             1,
             &rows,

@@ -179,6 +179,47 @@ impl AppRun {
     }
 }
 
+/// The app against the references of `cache-demo-ref`, measured in turns in the same run (L1 off).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Calibration {
+    /// Slices each of the four runs was cut into.
+    pub slices: u32,
+    /// The app's `/healthz`.
+    pub healthz: RunStats,
+    /// The same request to the static reference.
+    pub static_ref: RunStats,
+    /// The app's product cache hits, Redis only.
+    pub hits: RunStats,
+    /// The same requests to the Redis reference: one `GET` of the app's entry.
+    pub redis_ref: RunStats,
+    /// CPU time of the Redis server per request during the app's hits and during the reference's, in
+    /// microseconds (when Redis runs on this machine).
+    pub hits_redis_cpu_us: Option<f64>,
+    pub redis_ref_redis_cpu_us: Option<f64>,
+}
+
+impl Calibration {
+    /// The app's `/healthz` throughput as a fraction of the static reference's.
+    pub fn healthz_share(&self) -> Option<f64> {
+        ratio(self.healthz.requests_per_s, self.static_ref.requests_per_s)
+    }
+
+    /// The app's hit throughput as a fraction of the Redis reference's.
+    pub fn hit_share(&self) -> Option<f64> {
+        ratio(self.hits.requests_per_s, self.redis_ref.requests_per_s)
+    }
+
+    /// App CPU per `/healthz` over the static reference's CPU per request.
+    pub fn healthz_cpu_ratio(&self) -> Option<f64> {
+        ratio(self.healthz.app_cpu_us_per_request?, self.static_ref.app_cpu_us_per_request?)
+    }
+
+    /// App CPU per hit over the Redis reference's CPU per request.
+    pub fn hit_cpu_ratio(&self) -> Option<f64> {
+        ratio(self.hits.app_cpu_us_per_request?, self.redis_ref.app_cpu_us_per_request?)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Environment {
     pub date: String,
@@ -216,6 +257,8 @@ pub struct Report {
     /// The cached product run (0 % writes) and runs with writes.
     pub write_mix: Vec<RunStats>,
     pub apps: Vec<AppRun>,
+    /// The app against the reference servers (the standard scenario, with `--reference`).
+    pub calibration: Option<Calibration>,
     pub bar: Vec<Goal>,
     pub notes: Vec<String>,
 }

@@ -1,0 +1,279 @@
+//! The calibrated hit path: the app against `cache-demo-ref` (see [`crate::reference`]) in the same run, in
+//! alternating slices. `/healthz` is measured against the static reference, cache hits against the Redis
+//! reference, and each server's CPU time is read from `/proc` across its own slices, so a figure of the app is
+//! a share of what the least possible handler reaches on the same machine at the same moment.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use http::Method;
+use indicatif::ProgressBar;
+
+use crate::app::{Delta, SpawnedApp, process_cpu_seconds};
+use crate::client::Target;
+use crate::load::{self, LoadResult, LoadSpec};
+use crate::report::{Calibration, RunStats};
+use crate::scenario::Runner;
+use crate::workload::{CacheMode, Distribution, Endpoint, KeySampler, SEEDED_PRODUCTS, Workload};
+
+/// Slices per subject: each subject runs `duration / CALIBRATION_SLICES` at a time.
+pub const CALIBRATION_SLICES: u32 = 8;
+
+/// The order of the subjects in slice `slice` (0-based): forwards in even slices, backwards in odd ones
+/// (A B C D, D C B A, ...), so each subject runs as often early as late and next to each of the others.
+pub fn slice_order(slice: u32, subjects: usize) -> Vec<usize> {
+    if slice.is_multiple_of(2) { (0..subjects).collect() } else { (0..subjects).rev().collect() }
+}
+
+/// One server and what is sent to it.
+pub struct Subject {
+    pub label: String,
+    pub target: Target,
+    /// Its process, for the CPU time.
+    pub pid: Option<u32>,
+    pub workload: Workload,
+}
+
+/// One subject's runs summed, and the CPU time Redis spent during them, per request answered, in microseconds.
+pub struct Measured {
+    pub stats: RunStats,
+    pub redis_cpu_us_per_request: Option<f64>,
+}
+
+/// Runs every subject for `duration` in all, in `slices` slices taken in turns, and sums each one's slices.
+/// With `redis_pid`, Redis's CPU time is read across each slice too.
+pub async fn alternate(
+    subjects: &[Subject],
+    concurrency: usize,
+    duration: Duration,
+    slices: u32,
+    timeout: Duration,
+    redis_pid: Option<u32>,
+) -> anyhow::Result<Vec<Measured>> {
+    let slices = slices.max(1);
+    let each = duration / slices;
+    let mut sums: Vec<Option<(LoadResult, Delta)>> = subjects.iter().map(|_| None).collect();
+    let mut redis_cpu: Vec<Option<f64>> = vec![Some(0.0); subjects.len()];
+    for s in 0..slices {
+        for i in slice_order(s, subjects.len()) {
+            let subject = &subjects[i];
+            let spec = LoadSpec {
+                workload: subject.workload.clone(),
+                concurrency,
+                duration: each,
+                max_requests: None,
+                timeout,
+            };
+            let before = subject.pid.and_then(process_cpu_seconds);
+            let redis_before = redis_pid.and_then(process_cpu_seconds);
+            let result = load::run(&subject.target, &spec, &ProgressBar::hidden()).await?;
+            let after = subject.pid.and_then(process_cpu_seconds);
+            let redis_after = redis_pid.and_then(process_cpu_seconds);
+            let spent = redis_before.zip(redis_after).map(|(b, a)| a - b);
+            redis_cpu[i] = redis_cpu[i].zip(spent).map(|(sum, s)| sum + s);
+            let delta = Delta { cpu_seconds: before.zip(after).map(|(b, a)| a - b), ..Delta::default() };
+            sums[i] = Some(match sums[i].take() {
+                Some((mut sum, d)) => {
+                    sum.append(result);
+                    (sum, d.plus(delta))
+                }
+                None => (result, delta),
+            });
+        }
+    }
+    Ok(subjects
+        .iter()
+        .zip(sums)
+        .zip(redis_cpu)
+        .filter_map(|((subject, sum), redis_cpu)| {
+            let (r, d) = sum?;
+            let w = &subject.workload;
+            let stats = RunStats::new(w.endpoint, w.cache, concurrency, 0.0, &r, &d);
+            let redis_cpu_us_per_request = redis_cpu.and_then(|c| per_request_us(c, stats.requests));
+            let redis = redis_cpu_us_per_request.map(|c| format!("  Redis CPU {c:.1} µs/req")).unwrap_or_default();
+            eprintln!("  {:<36} {}{redis}", subject.label, crate::scenario::one_line(&stats));
+            Some(Measured { stats, redis_cpu_us_per_request })
+        })
+        .collect())
+}
+
+/// CPU seconds over requests, in microseconds per request; `None` without requests.
+pub fn per_request_us(cpu_seconds: f64, requests: u64) -> Option<f64> {
+    (requests > 0).then(|| cpu_seconds * 1e6 / requests as f64)
+}
+
+/// `process_id` of `INFO server`.
+pub fn redis_process_id(info: &str) -> Option<u32> {
+    info.lines().find_map(|l| l.strip_prefix("process_id:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The process id of the Redis at `REDIS_URL`, when it runs on this machine (its `/proc` entry exists):
+/// its CPU time is then read across the slices too.
+pub async fn local_redis_pid() -> Option<u32> {
+    let url = std::env::var("REDIS_URL").ok()?;
+    let client = redis::Client::open(url.as_str()).ok()?;
+    let info = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("INFO").arg("server").query_async::<String>(&mut conn).await.ok()
+    })
+    .await
+    .ok()??;
+    redis_process_id(&info).filter(|pid| process_cpu_seconds(*pid).is_some())
+}
+
+/// The two reference servers, started by the bench.
+pub struct References {
+    pub fixed: SpawnedApp,
+    pub redis: SpawnedApp,
+}
+
+impl References {
+    /// Starts `cache-demo-ref static` and `cache-demo-ref redis --key-prefix PREFIX` (REDIS_URL from the
+    /// environment) and waits until both answer.
+    pub async fn start(binary: &Path, key_prefix: &str, log: &Path) -> anyhow::Result<References> {
+        let fixed = SpawnedApp::start_with_args(binary, &["static"], &[], log)?;
+        let redis = SpawnedApp::start_with_args(binary, &["redis", "--key-prefix", key_prefix], &[], log)?;
+        let refs = References { fixed, redis };
+        for r in [&refs.fixed, &refs.redis] {
+            wait_up(&Target::local(r.addr), Duration::from_secs(10))
+                .await
+                .with_context(|| format!("{} did not start; see {}", binary.display(), log.display()))?;
+        }
+        Ok(refs)
+    }
+
+    pub async fn stop(self) {
+        self.fixed.stop().await;
+        self.redis.stop().await;
+    }
+}
+
+/// Waits until `GET /healthz` answers 200.
+async fn wait_up(target: &Target, within: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + within;
+    let path = target.path("/healthz");
+    while Instant::now() < until {
+        if let Ok(r) = target.request(Method::GET, &path, None, Duration::from_secs(1)).await
+            && r.is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{} not up within {within:?}", target.url)
+}
+
+fn workload(endpoint: Endpoint, runner: &Runner, distribution: Distribution) -> anyhow::Result<Workload> {
+    let p = &runner.plan;
+    let keys = endpoint.key_count(p.keys.min(SEEDED_PRODUCTS));
+    Ok(Workload {
+        endpoint,
+        cache: if endpoint.cacheable() { CacheMode::On } else { CacheMode::Off },
+        sampler: KeySampler::new(distribution, keys, p.zipf_exponent)?,
+        write_sampler: KeySampler::new(distribution, keys, p.zipf_exponent)?,
+        write_ratio: 0.0,
+    })
+}
+
+/// `/healthz` against the static reference and cache hits against the Redis reference, the four in turns at
+/// the plan's connections. Every product is first read once through the app, so Redis holds the entry of
+/// each id the load draws; the Redis reference reads those entries.
+pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Calibration> {
+    let p = &runner.plan;
+    let products = p.keys.min(SEEDED_PRODUCTS);
+    let fill = LoadSpec {
+        workload: workload(Endpoint::Product, runner, Distribution::Sequential)?,
+        concurrency: p.concurrency.min(8),
+        duration: Duration::from_secs(30),
+        max_requests: Some(products),
+        timeout: p.timeout,
+    };
+    load::run(&runner.app.target, &fill, &ProgressBar::hidden()).await?;
+    let redis_target = Target::local(refs.redis.addr);
+    let first = redis_target.request(Method::GET, &redis_target.path("/api/products/1"), None, p.timeout).await?;
+    if !first.is_success() {
+        bail!("the Redis reference answered HTTP {} for product 1: it does not find the app's entry", first.status);
+    }
+    let hits = workload(Endpoint::Product, runner, p.distribution)?;
+    let health = workload(Endpoint::Healthz, runner, p.distribution)?;
+    let subjects = [
+        Subject {
+            label: "GET /healthz, app".into(),
+            target: runner.app.target.clone(),
+            pid: runner.app.pid,
+            workload: health.clone(),
+        },
+        Subject {
+            label: "GET /healthz, static reference".into(),
+            target: Target::local(refs.fixed.addr),
+            pid: refs.fixed.pid(),
+            workload: health,
+        },
+        Subject {
+            label: "product hits, app".into(),
+            target: runner.app.target.clone(),
+            pid: runner.app.pid,
+            workload: hits.clone(),
+        },
+        Subject {
+            label: "product hits, Redis reference".into(),
+            target: redis_target,
+            pid: refs.redis.pid(),
+            workload: hits,
+        },
+    ];
+    let redis_pid = local_redis_pid().await;
+    let mut runs =
+        alternate(&subjects, p.concurrency, p.duration, CALIBRATION_SLICES, p.timeout, redis_pid).await?.into_iter();
+    match (runs.next(), runs.next(), runs.next(), runs.next()) {
+        (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref)) => Ok(Calibration {
+            slices: CALIBRATION_SLICES,
+            healthz: healthz.stats,
+            static_ref: static_ref.stats,
+            hits_redis_cpu_us: hits.redis_cpu_us_per_request,
+            redis_ref_redis_cpu_us: redis_ref.redis_cpu_us_per_request,
+            hits: hits.stats,
+            redis_ref: redis_ref.stats,
+        }),
+        _ => bail!("the calibrated run returned no figures"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_cpu_comes_from_its_process() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nprocess_id:4242\r\nprocess_supervised:no\r\n";
+        assert_eq!(redis_process_id(info), Some(4242));
+        assert_eq!(redis_process_id("# Server\r\n"), None);
+        assert_eq!(per_request_us(0.5, 25_000), Some(20.0));
+        assert_eq!(per_request_us(0.5, 0), None);
+    }
+
+    #[test]
+    fn slices_alternate_their_order() {
+        assert_eq!(slice_order(0, 4), [0, 1, 2, 3]);
+        assert_eq!(slice_order(1, 4), [3, 2, 1, 0]);
+        assert_eq!(slice_order(2, 2), [0, 1]);
+        assert_eq!(slice_order(7, 2), [1, 0]);
+        assert!(slice_order(3, 0).is_empty());
+    }
+
+    #[test]
+    fn over_an_even_number_of_slices_each_subject_sits_at_every_position_equally() {
+        let n = 4;
+        let mut positions = vec![vec![0; n]; n];
+        for s in 0..CALIBRATION_SLICES {
+            for (pos, subject) in slice_order(s, n).into_iter().enumerate() {
+                positions[subject][pos] += 1;
+            }
+        }
+        // A and D take first and last place four times each; B and C the middle places.
+        let mean: Vec<f64> =
+            positions.iter().map(|p| p.iter().enumerate().map(|(i, c)| (i * c) as f64).sum::<f64>() / 8.0).collect();
+        assert!(mean.iter().all(|m| (m - 1.5).abs() < 1e-9), "{positions:?}");
+    }
+}
