@@ -4,14 +4,14 @@
 //! A reader that missed may read a row from PostgreSQL *before* a write commits and try to store it *after*
 //! the write invalidated the key. To rule that out every entry belongs to a [`Scope`] whose current
 //! *generation token* lives in the hash `<prefix>:generations`:
-//! 1. the lookup (one pipeline, one round trip: `GET`, `HSETNX`, `HGET`) returns the value, or on a miss the
-//!    scope's token, creating a random one if there is none;
+//! 1. the lookup (one Lua script, one round trip) returns the value, or on a miss the scope's token, creating a
+//!    random one if there is none;
 //! 2. the reader loads from PostgreSQL;
 //! 3. the fill script stores the value only if the token is still the same.
 //!
 //! A write commits, then replaces the tokens of the scopes it touches with fresh random ones and unlinks the
-//! entries. A load that read old data read its token before the write's commit (the token is read before the
-//! database is), so the token has changed by the time its fill runs (the fill and the token change are atomic scripts): the fill is skipped. Tokens are
+//! entries. A load that read old data read its token before the write's commit, so the token has changed by
+//! the time its fill runs (the fill and the token change are atomic scripts): the fill is skipped. Tokens are
 //! random, never counters, so an evicted or flushed hash cannot make an old token valid again.
 
 //!
@@ -75,6 +75,7 @@ struct Inner {
     bus: Arc<Bus>,
     key_count: admin::KeyCount,
     pending: pending::Pending,
+    lookup: ::redis::Script,
     bump: ::redis::Script,
     unlock: ::redis::Script,
 }
@@ -95,6 +96,7 @@ impl Cache {
                 bus,
                 key_count: admin::KeyCount::default(),
                 pending: pending::Pending::default(),
+                lookup: ::redis::Script::new(scripts::LOOKUP),
                 bump: ::redis::Script::new(scripts::BUMP_AND_UNLINK),
                 unlock: ::redis::Script::new(scripts::UNLOCK),
             }),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::flight::{self, Join, Shared};
 use super::keys::{CacheKey, Scope};
 use super::outcome::{Cached, Level, Outcome, Primed};
-use super::scripts::{FILL, FORGET, Token};
+use super::scripts::{self, FILL, FORGET, Token};
 use super::{Cache, ttl};
 use crate::error::{Error, Result};
 
@@ -41,7 +41,7 @@ pub enum Via {
     DatabaseOnly,
 }
 
-/// What the lookup found.
+/// What the lookup script found.
 enum Lookup {
     Hit(Bytes),
     Miss { token: String },
@@ -184,26 +184,38 @@ impl Cache {
         cached
     }
 
-    /// One round trip: the value, or the scope's generation token (created if there is none). Plain commands in
-    /// one pipeline rather than a script: a script call costs Redis several times a `GET` (it enters Lua), and
-    /// the token needs no atomicity with the value. What matters is that the token is read before the database
-    /// is (see the module doc), and every command here runs before the load starts. `HSETNX` then `HGET` give
-    /// the token a later fill compares with; for a catalogue entry, `ZCARD` lets an LRU policy see the index
-    /// used as often as the entries it lists.
+    /// One round trip: the value, or the scope's generation token (created if there is none).
+    ///
+    /// The script is sent as one `EVALSHA` command built here, and only if Redis does not know the script yet
+    /// (`NOSCRIPT`: a restarted or flushed Redis) as `EVAL`, which also caches it. `redis::Script` would do the
+    /// same through an invocation object that costs a handful of allocations on every request.
     async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, super::CacheError> {
         let gens = self.inner.keyspace.generations();
         let index = self.catalog_index_of(key);
         let field = key.generation_field();
         let fresh = Token::new();
-        let mut pipe = ::redis::pipe();
-        if let Some(index) = index {
-            pipe.cmd("ZCARD").arg(index).ignore();
-        }
-        pipe.cmd("GET").arg(full);
-        pipe.cmd("HSETNX").arg(gens).arg(field).arg(fresh.as_str()).ignore();
-        pipe.cmd("HGET").arg(gens).arg(field);
-        let reply: ::redis::Value =
-            self.inner.redis.run("lookup", |mut conn| async move { pipe.query_async(&mut conn).await }).await?;
+        let script = &self.inner.lookup;
+        let command = |name: &str, script: &str| {
+            let mut cmd = ::redis::cmd(name);
+            cmd.arg(script).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(gens);
+            if let Some(index) = index {
+                cmd.arg(index);
+            }
+            cmd.arg(field).arg(fresh.as_str());
+            cmd
+        };
+        let reply: ::redis::Value = self
+            .inner
+            .redis
+            .run("lookup", |mut conn| async move {
+                match command("EVALSHA", script.get_hash()).query_async(&mut conn).await {
+                    Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
+                        command("EVAL", scripts::LOOKUP).query_async(&mut conn).await
+                    }
+                    reply => reply,
+                }
+            })
+            .await?;
         lookup_reply(reply)
     }
 
@@ -330,16 +342,15 @@ impl Cache {
     }
 }
 
-/// The lookup's replies, `[value, token]`: a hit when the value is there, else a miss with the scope's token.
+/// The lookup script's reply: the value itself (a bulk string) on a hit, `{token}` on a miss.
 fn lookup_reply(reply: ::redis::Value) -> Result<Lookup, super::CacheError> {
     use ::redis::Value;
-    let Value::Array(items) = reply else { return Err(unexpected_lookup_reply()) };
-    let mut items = items.into_iter();
-    match (items.next(), items.next()) {
-        (Some(Value::BulkString(value)), _) => Ok(Lookup::Hit(Bytes::from(value))),
-        (Some(Value::Nil), Some(Value::BulkString(token))) => {
-            Ok(Lookup::Miss { token: String::from_utf8_lossy(&token).into_owned() })
-        }
+    match reply {
+        Value::BulkString(value) => Ok(Lookup::Hit(Bytes::from(value))),
+        Value::Array(mut items) if items.len() == 1 => match items.pop() {
+            Some(Value::BulkString(token)) => Ok(Lookup::Miss { token: String::from_utf8_lossy(&token).into_owned() }),
+            _ => Err(unexpected_lookup_reply()),
+        },
         _ => Err(unexpected_lookup_reply()),
     }
 }
@@ -347,7 +358,7 @@ fn lookup_reply(reply: ::redis::Value) -> Result<Lookup, super::CacheError> {
 fn unexpected_lookup_reply() -> super::CacheError {
     super::CacheError::Redis(::redis::RedisError::from((
         ::redis::ErrorKind::UnexpectedReturnType,
-        "the lookup returned neither a value nor a token",
+        "the lookup script returned neither a value nor {token}",
     )))
 }
 
@@ -368,18 +379,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_value_is_a_hit_and_no_value_gives_the_token() {
-        let bulk = |b: &[u8]| Value::BulkString(b.to_vec());
-        match lookup_reply(Value::Array(vec![bulk(br#"{"id":1}"#), bulk(b"0123456789abcdef")])) {
+    fn a_bulk_reply_is_a_hit_and_a_one_element_array_is_the_token() {
+        match lookup_reply(Value::BulkString(br#"{"id":1}"#.to_vec())) {
             Ok(Lookup::Hit(data)) => assert_eq!(&data[..], br#"{"id":1}"#),
-            _ => panic!("a value is a hit"),
+            _ => panic!("a bulk string is the value"),
         }
-        match lookup_reply(Value::Array(vec![Value::Nil, bulk(b"0123456789abcdef")])) {
+        match lookup_reply(Value::Array(vec![Value::BulkString(b"0123456789abcdef".to_vec())])) {
             Ok(Lookup::Miss { token }) => assert_eq!(token, "0123456789abcdef"),
-            _ => panic!("no value is a miss with the token"),
+            _ => panic!("{{token}} is a miss"),
         }
         assert!(lookup_reply(Value::Nil).is_err());
-        assert!(lookup_reply(Value::Array(vec![Value::Nil, Value::Nil])).is_err(), "a miss without a token");
-        assert!(lookup_reply(Value::Array(vec![Value::Int(1), bulk(b"x")])).is_err());
+        assert!(lookup_reply(Value::Array(vec![Value::Int(1), Value::BulkString(b"x".to_vec())])).is_err());
     }
 }

@@ -1,6 +1,23 @@
 //! The Lua scripts that make each step of the generation protocol atomic (see the module doc of `cache`),
 //! and the random tokens they compare.
 
+/// `KEYS[1]` entry, `KEYS[2]` generations hash, for a catalogue entry `KEYS[3]` the catalogue index,
+/// `ARGV[1]` scope field, `ARGV[2]` a fresh token.
+/// Returns the value itself on a hit (a bulk string, the same reply as a `GET`: the cheapest to send and to
+/// parse), else `{token}`, a one-element array: the scope's token, created from `ARGV[2]` if absent.
+/// The index is read (`ZCARD`, O(1)) only so that an LRU policy sees it used as often as the entries it lists.
+pub const LOOKUP: &str = r"
+if KEYS[3] then redis.call('ZCARD', KEYS[3]) end
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+local g = redis.call('HGET', KEYS[2], ARGV[1])
+if not g then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  g = ARGV[2]
+end
+return {g}
+";
+
 /// `KEYS[1]` entry, `KEYS[2]` generations hash, for a catalogue entry `KEYS[3]` the catalogue index; `ARGV`
 /// field, token read at lookup, value, TTL in ms. Stores the value only while the scope still has that token;
 /// 1 when stored. A catalogue entry is listed in the index with its expiry; expired members are dropped there
