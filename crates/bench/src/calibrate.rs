@@ -73,13 +73,7 @@ pub async fn alternate(
             let spent = redis_before.zip(redis_after).map(|(b, a)| a - b);
             redis_cpu[i] = redis_cpu[i].zip(spent).map(|(sum, s)| sum + s);
             let delta = Delta { cpu_seconds: before.zip(after).map(|(b, a)| a - b), ..Delta::default() };
-            sums[i] = Some(match sums[i].take() {
-                Some((mut sum, d)) => {
-                    sum.append(result);
-                    (sum, d.plus(delta))
-                }
-                None => (result, delta),
-            });
+            add_slice(&mut sums[i], result, delta);
         }
     }
     Ok(subjects
@@ -96,6 +90,17 @@ pub async fn alternate(
             Some(Measured { stats, redis_cpu_us_per_request })
         })
         .collect())
+}
+
+/// Adds one slice's result and counters to what a run measured in its earlier slices.
+pub fn add_slice(sum: &mut Option<(LoadResult, Delta)>, result: LoadResult, delta: Delta) {
+    *sum = Some(match sum.take() {
+        Some((mut total, d)) => {
+            total.append(result);
+            (total, d.plus(delta))
+        }
+        None => (result, delta),
+    });
 }
 
 /// CPU seconds over requests, in microseconds per request; `None` without requests.

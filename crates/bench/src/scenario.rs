@@ -121,13 +121,7 @@ impl Runner {
                 let (label, workload) = &runs[i];
                 let bar = self.progress(&format!("{label} {}/{slices}", s + 1), each, None);
                 let (result, delta) = self.slice(workload, concurrency, each, None, &bar).await?;
-                sums[i] = Some(match sums[i].take() {
-                    Some((mut sum, d)) => {
-                        sum.append(result);
-                        (sum, d.plus(delta))
-                    }
-                    None => (result, delta),
-                });
+                crate::calibrate::add_slice(&mut sums[i], result, delta);
             }
         }
         Ok(runs
