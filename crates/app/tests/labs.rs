@@ -269,3 +269,25 @@ async fn the_artificial_delay_is_set_for_every_replica_by_the_admin() {
     assert_eq!(put(r#"{"ms": 0}"#).await.expect("PUT").status(), 200);
     until(&b, "/api/stats", |v| v["db_delay_ms"] == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_entries_show_on_the_timeline_as_misses_under_steady_traffic() {
+    // The hot set (52 keys) is filled in the first fraction of a second; after that, only expiries miss.
+    let app = TestApp::start_with(|c| {
+        c.cache_ttl_secs = 2;
+        c.cache_ttl_jitter_pct = 0;
+    })
+    .await;
+    let started = app.post("/api/labs/traffic", r#"{"pattern": "hot", "seconds": 9}"#).await;
+    assert_eq!(started.status, 202, "{}", started.text);
+    let done = until(&app, "/api/labs/traffic", |v| v["running"] == false).await;
+    assert!(n(&done, "misses") > 52 * 2, "every key missed again after expiring: {done}");
+    let timeline = app.get("/api/timeline").await.json;
+    let points = timeline["points"].as_array().cloned().unwrap_or_default();
+    let busy: Vec<&Value> = points.iter().filter(|p| p["hits_per_sec"].as_f64().unwrap_or(0.0) > 50.0).collect();
+    assert!(busy.len() >= 3, "{timeline}");
+    // Past the first fill, points still show misses and a ratio below 100%: the expiries' dips.
+    let dips =
+        busy[1..].iter().filter(|p| p["misses_per_sec"].as_f64() > Some(0.0) && p["hit_ratio"].as_f64() < Some(1.0));
+    assert!(dips.count() >= 2, "{timeline}");
+}
