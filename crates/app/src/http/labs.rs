@@ -230,10 +230,9 @@ async fn shrink(State(state): State<AppState>, _: Admin, ApiJson(body): ApiJson<
             )));
         }
     };
-    let body = ShrinkRequest { maxmemory };
     let configured = known_configured(&state).await?.unwrap_or(now);
     let ceiling = if configured == 0 { u64::MAX } else { configured };
-    if body.maxmemory < MIN_MAXMEMORY || body.maxmemory > ceiling {
+    if maxmemory < MIN_MAXMEMORY || maxmemory > ceiling {
         return Err(Error::bad_request(format!(
             "maxmemory must be from {MIN_MAXMEMORY} bytes to the configured {}",
             if configured == 0 { "limit (none is set)".to_owned() } else { format!("{configured} bytes") }
@@ -241,13 +240,9 @@ async fn shrink(State(state): State<AppState>, _: Admin, ApiJson(body): ApiJson<
     }
     state.fleet.remember_configured_maxmemory(configured);
     cache.remember_configured_maxmemory(configured).await.map_err(Error::cache_unavailable)?;
-    cache.set_maxmemory(body.maxmemory).await.map_err(redis_refused)?;
-    tracing::info!(maxmemory = body.maxmemory, configured, "redis maxmemory shrunk (dashboard experiment)");
+    cache.set_maxmemory(maxmemory).await.map_err(redis_refused)?;
+    tracing::info!(maxmemory, configured, "redis maxmemory shrunk (dashboard experiment)");
     Ok(Json(eviction_status(&state).await?))
-}
-
-struct ShrinkRequest {
-    maxmemory: u64,
 }
 
 /// `POST /api/labs/eviction/restore`: the configured `maxmemory` back.
