@@ -37,7 +37,7 @@ pub async fn serve(
         header_read_timeout: state.config.http_header_read_timeout(),
         max_connections: state.config.http_max_connections as usize,
     };
-    let app = http::router(state);
+    let app = http::app(state);
     let served = server::run(listener, app, limits, shutdown).await;
     token.cancel();
     served

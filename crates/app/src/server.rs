@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use crate::http::App;
 
 /// The server's own protection, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +28,7 @@ pub struct Limits {
 /// requests (the caller bounds that wait).
 pub async fn run(
     listener: TcpListener,
-    app: Router,
+    app: App,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

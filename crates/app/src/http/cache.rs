@@ -3,19 +3,20 @@
 //! can never reach other keys. With `ADMIN_TOKEN` set, the admin routes, the flush and warming need
 //! `Authorization: Bearer <token>` (the [`Admin`] extractor).
 
+use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use cache_demo_api::{Info, Patterns, Redis, Stats};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::Routes;
 use super::extract::{Admin, ApiQuery};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/api/stats", get(stats))
         .route("/api/flush-cache", post(flush))
         .route("/api/warm", post(warm))

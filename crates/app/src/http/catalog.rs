@@ -2,18 +2,18 @@
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 
+use super::Routes;
 use super::extract::ApiQuery;
 use super::respond::CachedResponse;
 use crate::catalog::{CacheParam, ListParams, Target, parse_via};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/categories", get(categories)).route("/api/top-products", get(top_products))
+pub fn routes() -> Routes {
+    Routes::new().route("/api/categories", get(categories)).route("/api/top-products", get(top_products))
 }
 
 async fn categories(State(state): State<AppState>, ApiQuery(p): ApiQuery<CacheParam>) -> Result<CachedResponse> {

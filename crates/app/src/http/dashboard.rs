@@ -4,22 +4,23 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::Routes;
 use super::extract::{ApiJson, ApiQuery};
 use crate::cache::{Outcome, Via};
 use crate::catalog::{Target, TargetParams};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/assets/labs.js", get(|| async { asset("text/javascript; charset=utf-8", LABS_JS) }))

@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use cache_demo_api::Info;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::Routes;
 use super::extract::{Admin, ApiJson, ApiQuery};
 use crate::cache::CacheKey;
 use crate::catalog::{Target, TargetParams, input::validate_price, parse_id};
@@ -20,8 +21,8 @@ use crate::fleet::Timeline;
 use crate::labs::{self, Pattern, Stampede, Traffic, TrafficStatus};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/api/timeline", get(timeline))
         .route("/api/labs/db-delay", put(db_delay))
         .route("/api/labs/traffic", get(traffic).post(start_traffic).delete(stop_traffic))

@@ -4,13 +4,13 @@
 
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, response::IntoResponse};
 use serde::Serialize;
 
+use super::Routes;
 use super::extract::{Admin, ApiJson, ApiPath, ApiQuery};
 use super::respond::CachedResponse;
 use crate::cache::{Invalidation, Primed, Scope};
@@ -20,8 +20,8 @@ use crate::db::Product;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/api/products", get(search).post(create))
         .route("/api/products/{id}", get(product).put(update).delete(delete))
 }
