@@ -194,9 +194,13 @@ fn is_connectivity(e: &RedisError) -> bool {
 }
 
 async fn connect_loop(this: Weak<RedisClient>, client: Client, timeout: Duration) {
+    // No response timeout of redis-rs's own: every command already runs under `run`'s (or
+    // `send_without_reply`'s), which also feeds the breaker. A second timer would fire at the same moment,
+    // do the same (drop the wait for the reply; a timeout does not make redis-rs reconnect) and cost every
+    // command a timer. The connection timeout covers the whole handshake of each (re)connection.
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
-        .set_response_timeout(Some(timeout))
+        .set_response_timeout(None)
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
     let mut backoff = Duration::from_millis(250);
