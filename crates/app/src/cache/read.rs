@@ -196,8 +196,10 @@ impl Cache {
         let fresh = Token::new();
         let script = &self.inner.lookup;
         let command = |name: &str, script: &str| {
-            let mut cmd = ::redis::cmd(name);
-            cmd.arg(script).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(gens);
+            // Sized up front: the argument lists would otherwise grow (and move) several times per request.
+            let size = name.len() + script.len() + full.len() + gens.len() + field.len() + 32;
+            let mut cmd = ::redis::Cmd::with_capacity(8, size);
+            cmd.arg(name).arg(script).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(gens);
             if let Some(index) = index {
                 cmd.arg(index);
             }
