@@ -101,7 +101,7 @@ impl Future for Recording {
             Ok(Err(never)) => match never {},
             Err(_) => Error::Timeout.into_response(),
         };
-        let outcome = response.extensions().get::<Outcome>().copied();
+        let outcome = super::respond::reported(&response);
         let elapsed = this.started.elapsed();
         this.state
             .metrics
