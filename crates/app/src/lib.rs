@@ -1,7 +1,8 @@
 //! cache-demo: a product catalogue in PostgreSQL served through a Redis cache-aside layer.
 
-// Only `config`, `state` and `telemetry` are used by other crates (the binary, the tests, the bench);
-// everything else is private to the crate, so the compiler reports what nothing uses.
+// Only `config`, `state`, `telemetry` and `ProductLookup` are used by other crates (the binary, the tests, the
+// bench and its reference server); everything else is private to the crate, so the compiler reports what
+// nothing uses.
 pub(crate) mod admission;
 pub(crate) mod cache;
 pub(crate) mod catalog;
@@ -22,6 +23,7 @@ use std::future::Future;
 
 use tokio::net::TcpListener;
 
+pub use crate::cache::ProductLookup;
 pub use crate::config::Config;
 pub use crate::state::AppState;
 

@@ -1,6 +1,6 @@
 //! The calibrated hit path: the app against `cache-demo-ref` (see [`crate::reference`]) in the same run, in
 //! alternating slices. `/healthz` is measured against the static reference, cache hits against the Redis
-//! reference, and each server's CPU time is read from `/proc` across its own slices, so a figure of the app is
+//! and lookup references, and each server's CPU time is read from `/proc` across its own slices, so a figure of the app is
 //! a share of what the least possible handler reaches on the same machine at the same moment.
 
 use std::path::Path;
@@ -127,20 +127,29 @@ pub async fn local_redis_pid() -> Option<u32> {
     redis_process_id(&info).filter(|pid| process_cpu_seconds(*pid).is_some())
 }
 
-/// The two reference servers, started by the bench.
+/// The three reference servers, started by the bench.
 pub struct References {
     pub fixed: SpawnedApp,
     pub redis: SpawnedApp,
+    pub lookup: SpawnedApp,
 }
 
 impl References {
-    /// Starts `cache-demo-ref static` and `cache-demo-ref redis --key-prefix PREFIX` (REDIS_URL from the
-    /// environment) and waits until both answer.
-    pub async fn start(binary: &Path, key_prefix: &str, log: &Path) -> anyhow::Result<References> {
+    /// Starts `cache-demo-ref static`, `cache-demo-ref redis --key-prefix PREFIX` and `cache-demo-ref lookup
+    /// --key-prefix PREFIX` and waits until all three answer. They read the Redis at `redis_url`, else at
+    /// REDIS_URL from the environment (passed in the environment, never in arguments: it may hold a password).
+    pub async fn start(
+        binary: &Path,
+        key_prefix: &str,
+        redis_url: Option<&str>,
+        log: &Path,
+    ) -> anyhow::Result<References> {
+        let env: Vec<(&str, &str)> = redis_url.map(|url| ("REDIS_URL", url)).into_iter().collect();
         let fixed = SpawnedApp::start_with_args(binary, &["static"], &[], log)?;
-        let redis = SpawnedApp::start_with_args(binary, &["redis", "--key-prefix", key_prefix], &[], log)?;
-        let refs = References { fixed, redis };
-        for r in [&refs.fixed, &refs.redis] {
+        let redis = SpawnedApp::start_with_args(binary, &["redis", "--key-prefix", key_prefix], &env, log)?;
+        let lookup = SpawnedApp::start_with_args(binary, &["lookup", "--key-prefix", key_prefix], &env, log)?;
+        let refs = References { fixed, redis, lookup };
+        for r in [&refs.fixed, &refs.redis, &refs.lookup] {
             wait_up(&Target::local(r.addr), Duration::from_secs(10))
                 .await
                 .with_context(|| format!("{} did not start; see {}", binary.display(), log.display()))?;
@@ -151,6 +160,7 @@ impl References {
     pub async fn stop(self) {
         self.fixed.stop().await;
         self.redis.stop().await;
+        self.lookup.stop().await;
     }
 }
 
@@ -181,9 +191,9 @@ fn workload(endpoint: Endpoint, runner: &Runner, distribution: Distribution) -> 
     })
 }
 
-/// `/healthz` against the static reference and cache hits against the Redis reference, the four in turns at
-/// the plan's connections. Every product is first read once through the app, so Redis holds the entry of
-/// each id the load draws; the Redis reference reads those entries.
+/// `/healthz` against the static reference and cache hits against the Redis and lookup references, the five in
+/// turns at the plan's connections. Every product is first read once through the app, so Redis holds the entry
+/// of each id the load draws; the references read those entries.
 pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Calibration> {
     let p = &runner.plan;
     let products = p.keys.min(SEEDED_PRODUCTS);
@@ -196,9 +206,15 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
     };
     load::run(&runner.app.target, &fill, &ProgressBar::hidden()).await?;
     let redis_target = Target::local(refs.redis.addr);
-    let first = redis_target.request(Method::GET, &redis_target.path("/api/products/1"), None, p.timeout).await?;
-    if !first.is_success() {
-        bail!("the Redis reference answered HTTP {} for product 1: it does not find the app's entry", first.status);
+    let lookup_target = Target::local(refs.lookup.addr);
+    for (name, target) in [("Redis", &redis_target), ("lookup", &lookup_target)] {
+        let first = target.request(Method::GET, &target.path("/api/products/1"), None, p.timeout).await?;
+        if !first.is_success() {
+            bail!(
+                "the {name} reference answered HTTP {} for product 1: it does not find the app's entry",
+                first.status
+            );
+        }
     }
     let hits = workload(Endpoint::Product, runner, p.distribution)?;
     let health = workload(Endpoint::Healthz, runner, p.distribution)?;
@@ -225,14 +241,20 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
             label: "product hits, Redis reference".into(),
             target: redis_target,
             pid: refs.redis.pid(),
+            workload: hits.clone(),
+        },
+        Subject {
+            label: "product hits, lookup reference".into(),
+            target: lookup_target,
+            pid: refs.lookup.pid(),
             workload: hits,
         },
     ];
     let redis_pid = local_redis_pid().await;
     let mut runs =
         alternate(&subjects, p.concurrency, p.duration, CALIBRATION_SLICES, p.timeout, redis_pid).await?.into_iter();
-    match (runs.next(), runs.next(), runs.next(), runs.next()) {
-        (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref)) => Ok(Calibration {
+    match (runs.next(), runs.next(), runs.next(), runs.next(), runs.next()) {
+        (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref), Some(lookup_ref)) => Ok(Calibration {
             slices: CALIBRATION_SLICES,
             healthz: healthz.stats,
             static_ref: static_ref.stats,
@@ -240,6 +262,8 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
             redis_ref_redis_cpu_us: redis_ref.redis_cpu_us_per_request,
             hits: hits.stats,
             redis_ref: redis_ref.stats,
+            lookup_ref_redis_cpu_us: lookup_ref.redis_cpu_us_per_request,
+            lookup_ref: lookup_ref.stats,
         }),
         _ => bail!("the calibrated run returned no figures"),
     }

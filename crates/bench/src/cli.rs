@@ -355,10 +355,10 @@ async fn on_spawned_app(
         let reference = args.reference.as_deref().filter(|_| args.scenario == Scenario::Standard);
         let Some(reference) = reference else { return measure(args, &runner, &name, None).await };
         let prefix = runner.app.stats().await?.key_prefix;
-        let refs = References::start(reference, &prefix, log).await?;
+        let refs = References::start(reference, &prefix, None, log).await?;
         eprintln!(
-            "cache-demo-bench: reference servers on {} (static) and {} (Redis)",
-            refs.fixed.addr, refs.redis.addr
+            "cache-demo-bench: reference servers on {} (static), {} (Redis) and {} (lookup)",
+            refs.fixed.addr, refs.redis.addr, refs.lookup.addr
         );
         let measured = measure(args, &runner, &name, Some(&refs)).await;
         refs.stop().await;

@@ -6,13 +6,13 @@
 //! - [`workload`]: endpoints, key distributions, reads and writes;
 //! - `load`: the workers, their histograms, the shared deadline and budget;
 //! - `app`: the app's counters and metrics, and starting it for `make bench`;
-//! - [`reference`]: `cache-demo-ref`, the servers the app is measured against; `calibrate`: the app and
+//! - [`reference`]: `cache-demo-ref`, the servers the app is measured against; [`calibrate`]: the app and
 //!   them in turns;
 //! - [`scenario`]: the runs and their order; `cli`: the options;
 //! - `summary` and [`report`]: the maths, the bar, Markdown and JSON.
 
 pub(crate) mod app;
-pub(crate) mod calibrate;
+pub mod calibrate;
 pub(crate) mod cli;
 pub mod client;
 pub(crate) mod load;

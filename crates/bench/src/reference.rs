@@ -4,10 +4,13 @@
 //!
 //! - `static`: `GET /healthz` answers the app's health body from a constant;
 //! - `redis`: `GET /api/products/{id}` answers the bytes the app stored for that product, read with one
-//!   `GET <prefix>:product:<id>` on one multiplexed connection, as they are.
+//!   `GET <prefix>:product:<id>` on one multiplexed connection, as they are;
+//! - `lookup`: the same answer from the app's own lookup command (`EVALSHA` of its script, which also returns
+//!   the generation token on a miss), built by the app's code: the least a server can do that keeps the
+//!   generation check, so what that check costs is measured rather than assumed.
 //!
-//! Nothing else: no metrics, no timing headers, no time limits per request, no generation check. What the
-//! app does beyond this is what it costs.
+//! Nothing else: no metrics, no timing headers, no time limits per request, and but for `lookup` no
+//! generation check. What the app does beyond this is what it costs.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use cache_demo::ProductLookup;
 use clap::{Parser, Subcommand};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -52,6 +56,15 @@ pub enum Kind {
         #[arg(long, default_value = "cache-demo")]
         key_prefix: String,
     },
+    /// `GET /api/products/{id}`: the app's lookup script for the product, a hit answered with its value (and
+    /// `/healthz`).
+    Lookup {
+        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// The app's `CACHE_PREFIX`.
+        #[arg(long, default_value = "cache-demo")]
+        key_prefix: String,
+    },
 }
 
 /// The Redis key the app stores product `id` under, with the app's prefix.
@@ -63,6 +76,12 @@ pub fn product_key(prefix: &str, id: u32) -> String {
 struct FromRedis {
     conn: ConnectionManager,
     prefix: std::sync::Arc<str>,
+}
+
+#[derive(Clone)]
+struct ByLookup {
+    conn: ConnectionManager,
+    lookup: std::sync::Arc<ProductLookup>,
 }
 
 async fn health() -> Response {
@@ -78,19 +97,41 @@ async fn product(State(s): State<FromRedis>, Path(id): Path<u32>) -> Response {
     }
 }
 
+/// A hit answers the value; a miss (`{token}`) is not the reference's to load: 404.
+async fn product_by_lookup(State(s): State<ByLookup>, Path(id): Path<i32>) -> Response {
+    let mut conn = s.conn.clone();
+    let mut reply = s.lookup.command(id, false).query_async::<redis::Value>(&mut conn).await;
+    if matches!(&reply, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) {
+        reply = s.lookup.command(id, true).query_async(&mut conn).await;
+    }
+    match reply {
+        Ok(redis::Value::BulkString(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(_) => StatusCode::NOT_FOUND.into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn connect(redis_url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(redis_url).context("REDIS_URL")?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    ConnectionManager::new_with_config(client, config).await.context("connecting to Redis")
+}
+
 /// The router of one reference server.
 pub async fn router(kind: &Kind) -> anyhow::Result<Router> {
     let router = Router::new().route("/healthz", get(health));
     match kind {
         Kind::Static => Ok(router),
         Kind::Redis { redis_url, key_prefix } => {
-            let client = redis::Client::open(redis_url.as_str()).context("REDIS_URL")?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2)));
-            let conn = ConnectionManager::new_with_config(client, config).await.context("connecting to Redis")?;
-            let state = FromRedis { conn, prefix: key_prefix.as_str().into() };
+            let state = FromRedis { conn: connect(redis_url).await?, prefix: key_prefix.as_str().into() };
             Ok(router.route("/api/products/{id}", get(product).with_state(state)))
+        }
+        Kind::Lookup { redis_url, key_prefix } => {
+            let lookup = ProductLookup::new(key_prefix).into();
+            let state = ByLookup { conn: connect(redis_url).await?, lookup };
+            Ok(router.route("/api/products/{id}", get(product_by_lookup).with_state(state)))
         }
     }
 }
@@ -120,5 +161,7 @@ mod tests {
         assert!(matches!(a.kind, Kind::Static));
         let a = RefArgs::parse_from(["cache-demo-ref", "redis", "--redis-url", "redis://h:1", "--key-prefix", "p"]);
         assert!(matches!(a.kind, Kind::Redis { ref key_prefix, .. } if key_prefix == "p"));
+        let a = RefArgs::parse_from(["cache-demo-ref", "lookup", "--key-prefix", "p"]);
+        assert!(matches!(a.kind, Kind::Lookup { ref key_prefix, .. } if key_prefix == "p"));
     }
 }

@@ -142,7 +142,7 @@ async fn hits_are_measured_at_fewer_connections_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_redis_reference_answers_the_bytes_the_app_stored() {
+async fn the_redis_references_answer_the_bytes_the_app_stored() {
     use cache_demo_bench::reference::{Kind, router};
     use http::Method;
 
@@ -157,15 +157,60 @@ async fn the_redis_reference_answers_the_bytes_the_app_stored() {
     assert_eq!(hit.header("x-cache"), Some("HIT"));
     let stored: serde_json::Value = serde_json::from_slice(&hit.body).expect("JSON");
 
-    let kind = Kind::Redis { redis_url: app.redis_url.clone(), key_prefix: app.prefix.clone() };
-    let reference = router(&kind).await.expect("the Redis reference");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, reference).await });
-    let reply = Target::local(addr).request(Method::GET, "/api/products/7", None, timeout).await.expect("reference");
-    assert_eq!(reply.status, 200);
-    let answered: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
-    assert_eq!(answered, stored["data"], "the reference answers the app's own entry, as stored");
-    let missing = Target::local(addr).request(Method::GET, "/api/products/9999", None, timeout).await.expect("reply");
-    assert_eq!(missing.status, 404);
+    let (redis_url, key_prefix) = (app.redis_url.clone(), app.prefix.clone());
+    let kinds = [
+        Kind::Redis { redis_url: redis_url.clone(), key_prefix: key_prefix.clone() },
+        Kind::Lookup { redis_url: redis_url.clone(), key_prefix },
+    ];
+    for kind in kinds {
+        if matches!(kind, Kind::Lookup { .. }) {
+            // A Redis that has forgotten the app's script: the reference loads it, as the app does.
+            let client = redis::Client::open(redis_url.as_str()).expect("URL");
+            let mut conn = client.get_multiplexed_async_connection().await.expect("Redis");
+            redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut conn).await.expect("SCRIPT FLUSH");
+        }
+        let reference = router(&kind).await.expect("the reference");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, reference).await });
+        let reply =
+            Target::local(addr).request(Method::GET, "/api/products/7", None, timeout).await.expect("reference");
+        assert_eq!(reply.status, 200, "{kind:?}");
+        let answered: serde_json::Value = serde_json::from_slice(&reply.body).expect("JSON");
+        assert_eq!(answered, stored["data"], "{kind:?} answers the app's own entry, as stored");
+        let missing =
+            Target::local(addr).request(Method::GET, "/api/products/9999", None, timeout).await.expect("reply");
+        assert_eq!(missing.status, 404, "{kind:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calibrated_run_measures_the_app_and_its_three_references_in_turns() {
+    use cache_demo_bench::calibrate::{References, calibrate};
+
+    let app = start_app().await;
+    let runner = Runner::new(Target::local(app.addr), Plan::quick(4, Duration::from_millis(1_000)));
+    runner.app.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cache-demo-ref"));
+    let refs = References::start(binary, &app.prefix, Some(&app.redis_url), log.path()).await.expect("references");
+    let measured = calibrate(&runner, &refs).await;
+    refs.stop().await;
+    let c = measured.expect("the calibrated run");
+    for (name, r) in [
+        ("app /healthz", &c.healthz),
+        ("static", &c.static_ref),
+        ("app hits", &c.hits),
+        ("Redis reference", &c.redis_ref),
+        ("lookup reference", &c.lookup_ref),
+    ] {
+        assert!(r.requests > 20 && r.errors == 0, "{name}: {} requests, {} errors", r.requests, r.errors);
+        // Each run is the sum of its slices: together they take the whole duration, not one slice of it.
+        assert!(r.elapsed_s > 0.9 && r.elapsed_s < 2.5, "{name}: {} s", r.elapsed_s);
+    }
+    assert_eq!(c.slices, cache_demo_bench::calibrate::CALIBRATION_SLICES);
+    // The references run in processes of their own, so their CPU time is read; the app here is in-process.
+    assert!(c.redis_ref.app_cpu_us_per_request.is_some_and(|us| us > 0.0));
+    assert!(c.lookup_ref.app_cpu_us_per_request.is_some_and(|us| us > 0.0));
+    assert!(c.hit_share().is_some() && c.lookup_share().is_some() && c.lookup_ref_share().is_some());
 }

@@ -53,7 +53,7 @@ pub use self::keys::{CacheKey, Keyspace, Scope, normalize_term};
 use self::l1::L1;
 pub use self::options::{CacheOptions, L1Options};
 pub use self::outcome::{Cached, Level, Outcome, Primed};
-pub use self::read::Via;
+pub use self::read::{ProductLookup, Via};
 use self::stats::Stats;
 pub use self::stats::Totals;
 use crate::metrics::Metrics;

@@ -195,24 +195,16 @@ impl Cache {
         let field = key.generation_field();
         let fresh = Token::new();
         let script = &self.inner.lookup;
-        let command = |name: &str, script: &str| {
-            // Sized up front: the argument lists would otherwise grow (and move) several times per request.
-            let size = name.len() + script.len() + full.len() + gens.len() + field.len() + 32;
-            let mut cmd = ::redis::Cmd::with_capacity(8, size);
-            cmd.arg(name).arg(script).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(gens);
-            if let Some(index) = index {
-                cmd.arg(index);
-            }
-            cmd.arg(field).arg(fresh.as_str());
-            cmd
-        };
         let reply: ::redis::Value = self
             .inner
             .redis
             .run("lookup", |mut conn| async move {
-                match command("EVALSHA", script.get_hash()).query_async(&mut conn).await {
+                let evalsha = lookup_command("EVALSHA", script.get_hash(), full, gens, index, field, &fresh);
+                match evalsha.query_async(&mut conn).await {
                     Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
-                        command("EVAL", scripts::LOOKUP).query_async(&mut conn).await
+                        lookup_command("EVAL", scripts::LOOKUP, full, gens, index, field, &fresh)
+                            .query_async(&mut conn)
+                            .await
                     }
                     reply => reply,
                 }
@@ -341,6 +333,54 @@ impl Cache {
             }
             Err(_) => false,
         }
+    }
+}
+
+/// The lookup script called as `name` (`EVALSHA` with the script's hash, or `EVAL` with its text): the entry
+/// `full`, the generations hash, the catalogue index for a catalogue entry; the scope's field and a fresh token.
+pub(super) fn lookup_command(
+    name: &str,
+    script: &str,
+    full: &str,
+    gens: &str,
+    index: Option<&str>,
+    field: &str,
+    fresh: &Token,
+) -> ::redis::Cmd {
+    // Sized up front: the argument lists would otherwise grow (and move) several times per request.
+    let size = name.len() + script.len() + full.len() + gens.len() + field.len() + 32;
+    let mut cmd = ::redis::Cmd::with_capacity(8, size);
+    cmd.arg(name).arg(script).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(gens);
+    if let Some(index) = index {
+        cmd.arg(index);
+    }
+    cmd.arg(field).arg(fresh.as_str());
+    cmd
+}
+
+/// The app's lookup of one product as a command of its own, for `cache-demo-ref lookup`: the least a server can
+/// do that keeps the generation check sends exactly what a product read sends here.
+pub struct ProductLookup {
+    keyspace: super::Keyspace,
+    hash: String,
+}
+
+impl ProductLookup {
+    /// For the app's entries under `prefix` (`KEY_PREFIX`).
+    pub fn new(prefix: &str) -> Self {
+        ProductLookup {
+            keyspace: super::Keyspace::new(prefix),
+            hash: ::redis::Script::new(scripts::LOOKUP).get_hash().into(),
+        }
+    }
+
+    /// The `EVALSHA` of product `id`'s lookup, or with `eval` the `EVAL` that also loads the script into a Redis
+    /// that does not know it yet (`NOSCRIPT`).
+    pub fn command(&self, id: i32, eval: bool) -> ::redis::Cmd {
+        let key = CacheKey::product(id);
+        let full = self.keyspace.full(&key);
+        let (name, script) = if eval { ("EVAL", scripts::LOOKUP) } else { ("EVALSHA", self.hash.as_str()) };
+        lookup_command(name, script, &full, self.keyspace.generations(), None, key.generation_field(), &Token::new())
     }
 }
 

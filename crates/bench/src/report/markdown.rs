@@ -398,6 +398,14 @@ impl Report {
                 c.hit_cpu_ratio(),
                 [c.hits_redis_cpu_us, c.redis_ref_redis_cpu_us],
             ),
+            row(
+                "`GET /api/products/{id}` hits (L1 off), lookup reference",
+                &c.hits,
+                &c.lookup_ref,
+                c.lookup_share(),
+                c.lookup_cpu_ratio(),
+                [c.hits_redis_cpu_us, c.lookup_ref_redis_cpu_us],
+            ),
         ];
         table(
             out,

@@ -182,7 +182,7 @@ impl AppRun {
 /// The app against the references of `cache-demo-ref`, measured in turns in the same run (L1 off).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Calibration {
-    /// Slices each of the four runs was cut into.
+    /// Slices each of the five runs was cut into.
     pub slices: u32,
     /// The app's `/healthz`.
     pub healthz: RunStats,
@@ -192,10 +192,13 @@ pub struct Calibration {
     pub hits: RunStats,
     /// The same requests to the Redis reference: one `GET` of the app's entry.
     pub redis_ref: RunStats,
+    /// The same requests to the lookup reference: the app's own lookup script, nothing else.
+    pub lookup_ref: RunStats,
     /// CPU time of the Redis server per request during the app's hits and during the reference's, in
     /// microseconds (when Redis runs on this machine).
     pub hits_redis_cpu_us: Option<f64>,
     pub redis_ref_redis_cpu_us: Option<f64>,
+    pub lookup_ref_redis_cpu_us: Option<f64>,
 }
 
 impl Calibration {
@@ -209,6 +212,17 @@ impl Calibration {
         ratio(self.hits.requests_per_s, self.redis_ref.requests_per_s)
     }
 
+    /// The app's hit throughput as a fraction of the lookup reference's.
+    pub fn lookup_share(&self) -> Option<f64> {
+        ratio(self.hits.requests_per_s, self.lookup_ref.requests_per_s)
+    }
+
+    /// The lookup reference's throughput as a fraction of the Redis reference's: what the generation check
+    /// costs a server that does nothing else.
+    pub fn lookup_ref_share(&self) -> Option<f64> {
+        ratio(self.lookup_ref.requests_per_s, self.redis_ref.requests_per_s)
+    }
+
     /// App CPU per `/healthz` over the static reference's CPU per request.
     pub fn healthz_cpu_ratio(&self) -> Option<f64> {
         ratio(self.healthz.app_cpu_us_per_request?, self.static_ref.app_cpu_us_per_request?)
@@ -217,6 +231,11 @@ impl Calibration {
     /// App CPU per hit over the Redis reference's CPU per request.
     pub fn hit_cpu_ratio(&self) -> Option<f64> {
         ratio(self.hits.app_cpu_us_per_request?, self.redis_ref.app_cpu_us_per_request?)
+    }
+
+    /// App CPU per hit over the lookup reference's CPU per request.
+    pub fn lookup_cpu_ratio(&self) -> Option<f64> {
+        ratio(self.hits.app_cpu_us_per_request?, self.lookup_ref.app_cpu_us_per_request?)
     }
 }
 
