@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per cache hit under callgrind: the app (L1 off) and the Redis reference (cache-demo-ref redis),
-# each counted over the same 2,000 hits (50 products, 40 rounds, one keep-alive connection), after a warm-up,
+# Instructions per cache hit under callgrind: the app (L1 off) and the Redis and lookup references
+# (cache-demo-ref redis, cache-demo-ref lookup), each counted over the same 2,000 hits (50 products, 40 rounds, one keep-alive connection), after a warm-up,
 # with start-up excluded. Repeatable, unlike sampling: run it before and after a change.
 #
 #   cargo build --release -p cache-demo -p cache-demo-testkit -p cache-demo-bench
@@ -32,12 +32,14 @@ L1_ENABLED=false LISTEN_ADDR=$APP_ADDR RUST_LOG=warn \
 app=$!
 up $APP_ADDR
 measure $app $APP_ADDR
-LISTEN_ADDR=$REF_ADDR valgrind --tool=callgrind --callgrind-out-file="$OUT/ref.out" "$T/cache-demo-ref" redis \
-  >"$OUT/ref.log" 2>&1 &
-ref=$!
-up $REF_ADDR
-measure $ref $REF_ADDR
-for f in app ref; do
+for kind in redis lookup; do
+  LISTEN_ADDR=$REF_ADDR valgrind --tool=callgrind --callgrind-out-file="$OUT/$kind.out" "$T/cache-demo-ref" $kind \
+    >"$OUT/$kind.log" 2>&1 &
+  ref=$!
+  up $REF_ADDR
+  measure $ref $REF_ADDR
+done
+for f in app redis lookup; do
   total=$(callgrind_annotate "$OUT/$f.out.1" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   echo "$f: $total instructions for 2,000 hits = $((total / 2000)) per hit"
 done
