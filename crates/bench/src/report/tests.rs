@@ -271,6 +271,11 @@ fn the_app_is_judged_as_a_share_of_its_references() {
     let goals = judged(&calibration(22_400.0, 5.0, 24.2));
     assert_eq!(goals.iter().map(|g| g.status).collect::<Vec<_>>(), [Met, NotMet, Met, NotMet, NotMet]);
     assert_eq!(goals[4].measured, "24.2 µs against 20.0 µs = 1.21×");
+    // A ratio that two decimals would round onto the limit shows a third.
+    let goals = judged(&calibration(22_500.0, 4.9, 24.08));
+    assert_eq!((goals[4].measured.as_str(), goals[4].status), ("24.1 µs against 20.0 µs = 1.204×", NotMet));
+    let goals = judged(&calibration(22_500.0, 4.9, 23.92));
+    assert_eq!((goals[4].measured.as_str(), goals[4].status), ("23.9 µs against 20.0 µs = 1.196×", Met));
     let goals = judged(&calibration(21_500.0, 4.0, 20.0));
     assert_eq!(goals[2].status, NotMet, "{:?}", goals[2]);
     // Without CPU times (servers not started by the bench) the CPU goal is not measured, never passed.
