@@ -24,7 +24,7 @@ pub struct RecentRequest {
     pub ms: f64,
 }
 
-/// What the middleware keeps per request: cheap clones, turned into text only when someone asks.
+/// What the request's records keep per request: cheap clones, turned into text only when someone asks.
 struct Entry {
     at_ms: u64,
     /// From a fixed set (`other` for any method the app does not know), so a made-up method stores nothing.

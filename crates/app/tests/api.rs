@@ -315,6 +315,22 @@ async fn metrics_count_outcomes_and_time_requests() {
 }
 
 #[tokio::test]
+async fn unknown_paths_and_wrong_methods_are_labelled_without_new_series() {
+    let app = TestApp::start().await;
+    assert_eq!(app.get("/wp-login.php").await.status, 404);
+    assert_eq!(app.get("/api/products/1/extra").await.status, 404);
+    assert_eq!(app.send(reqwest::Method::PATCH, "/api/products/1", None).await.status, 405);
+    let m = app.get("/metrics").await.text;
+    for line in [
+        r#"http_request_duration_seconds_count{method="GET",route="unmatched",source="none",status="404"} 2"#,
+        r#"http_request_duration_seconds_count{method="PATCH",route="/api/products/{id}",source="none",status="405"} 1"#,
+    ] {
+        assert!(m.contains(line), "missing {line}\n{m}");
+    }
+    assert!(!m.contains("wp-login"), "a made-up path is no label: {m}");
+}
+
+#[tokio::test]
 async fn database_delay_is_applied_and_reported() {
     let app = TestApp::start_with(|c| c.db_delay_ms = 80).await;
     let miss = app.get("/api/products/1").await;

@@ -52,7 +52,7 @@ pub use self::invalidate::Invalidation;
 pub use self::keys::{CacheKey, Keyspace, Scope, normalize_term};
 use self::l1::L1;
 pub use self::options::{CacheOptions, L1Options};
-pub use self::outcome::{Cached, Level, Outcome, Primed};
+pub use self::outcome::{Cached, Level, Outcome, Primed, Reported};
 pub use self::read::{ProductLookup, Via};
 use self::stats::Stats;
 pub use self::stats::Totals;

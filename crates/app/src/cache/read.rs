@@ -348,7 +348,14 @@ pub(super) fn lookup_command(
     fresh: &Token,
 ) -> ::redis::Cmd {
     // Sized up front: the argument lists would otherwise grow (and move) several times per request.
-    let size = name.len() + script.len() + full.len() + gens.len() + field.len() + 32;
+    let size = name.len()
+        + script.len()
+        + full.len()
+        + gens.len()
+        + index.map_or(0, str::len)
+        + field.len()
+        + fresh.as_str().len()
+        + 1;
     let mut cmd = ::redis::Cmd::with_capacity(8, size);
     cmd.arg(name).arg(script).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(gens);
     if let Some(index) = index {

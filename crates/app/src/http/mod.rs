@@ -56,13 +56,22 @@ impl Routes {
 
     fn route(mut self, path: &'static str, methods: MethodRouter<AppState>) -> Self {
         self.router = self.router.route(path, methods);
-        self.paths.push(path);
+        self.keep(path);
         self
     }
 
     fn merge(mut self, other: Routes) -> Self {
         self.router = self.router.merge(other.router);
-        self.paths.extend(other.paths);
+        for path in other.paths {
+            self.keep(path);
+        }
         self
+    }
+
+    /// A pattern given twice is one route to axum (it merges the methods) and one label here.
+    fn keep(&mut self, path: &'static str) {
+        if !self.paths.contains(&path) {
+            self.paths.push(path);
+        }
     }
 }

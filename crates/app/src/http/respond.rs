@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::cache::{Cached, Outcome, Via};
+use crate::cache::{Cached, Outcome, Reported, Via};
 use crate::catalog::Target;
 use crate::error::Result;
 use crate::state::AppState;
@@ -68,8 +68,8 @@ impl<const N: usize> Text<N> {
 /// What a response told its client in `X-Cache`, for the request's metrics and the recent-requests list, which
 /// repeat it; `None` for a response that is not a cached read. Read back from the header: handing the [`Outcome`]
 /// on in the response's extensions would cost every response a map and a box, more than one header lookup.
-pub fn reported(response: &Response) -> Option<Outcome> {
-    Outcome::from_header(response.headers().get(X_CACHE)?.as_bytes())
+pub fn reported(response: &Response) -> Option<Reported> {
+    Reported::from_header(response.headers().get(X_CACHE)?.as_bytes())
 }
 
 impl IntoResponse for CachedResponse {
@@ -141,9 +141,10 @@ mod tests {
             let cached = Cached { data: Bytes::from_static(b"{}"), outcome, redis_time: None, db_time: None };
             let response = CachedResponse { cached, started: Instant::now(), db_delay: Duration::ZERO }.into_response();
             let back = reported(&response).expect("a cached read reports its outcome");
-            assert_eq!((back.header(), back.source()), (outcome.header(), outcome.source()), "{outcome:?}");
+            assert_eq!((back.header, back.source), (outcome.header(), outcome.source()), "{outcome:?}");
         }
         assert!(reported(&Response::new(Body::empty())).is_none());
+        assert_eq!(Reported::from_header(b"hit"), None, "header values are exact");
     }
 
     #[test]
