@@ -50,7 +50,7 @@ pub enum Kind {
     Static,
     /// `GET /api/products/{id}`: one Redis `GET` of the app's entry for the product (and `/healthz`).
     Redis {
-        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
         redis_url: String,
         /// The app's `CACHE_PREFIX`: the entry read is `<prefix>:product:<id>`.
         #[arg(long, default_value = "cache-demo")]
@@ -59,7 +59,7 @@ pub enum Kind {
     /// `GET /api/products/{id}`: the app's lookup script for the product, a hit answered with its value (and
     /// `/healthz`).
     Lookup {
-        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+        #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
         redis_url: String,
         /// The app's `CACHE_PREFIX`.
         #[arg(long, default_value = "cache-demo")]
@@ -163,5 +163,12 @@ mod tests {
         assert!(matches!(a.kind, Kind::Redis { ref key_prefix, .. } if key_prefix == "p"));
         let a = RefArgs::parse_from(["cache-demo-ref", "lookup", "--key-prefix", "p"]);
         assert!(matches!(a.kind, Kind::Lookup { ref key_prefix, .. } if key_prefix == "p"));
+        // REDIS_URL may hold a password: `--help` names the variable, never its value.
+        let command = <RefArgs as clap::CommandFactory>::command();
+        for kind in ["redis", "lookup"] {
+            let sub = command.find_subcommand(kind).expect("subcommand");
+            let url = sub.get_arguments().find(|a| a.get_id() == "redis_url").expect("--redis-url");
+            assert!(url.is_hide_env_values_set(), "{kind}");
+        }
     }
 }

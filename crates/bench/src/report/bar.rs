@@ -58,6 +58,8 @@ pub struct Bar {
     pub healthz_of_static_ref: f64,
     /// Cache hits (Redis only): at least this fraction of the Redis reference's requests/s, same run…
     pub hit_of_redis_ref: f64,
+    /// … and at least this fraction of the lookup reference's (the app's lookup script and nothing else)…
+    pub hit_of_lookup_ref: f64,
     /// … and app CPU per hit at most this multiple of the Redis reference's CPU per request.
     pub hit_cpu_of_redis_ref: f64,
 }
@@ -71,6 +73,7 @@ pub const BAR: Bar = Bar {
     rss_bytes: 50_000_000.0,
     healthz_of_static_ref: 0.9,
     hit_of_redis_ref: 0.9,
+    hit_of_lookup_ref: 0.9,
     hit_cpu_of_redis_ref: 1.2,
 };
 
@@ -131,7 +134,7 @@ impl Bar {
     fn hit_lookup_goal(&self) -> String {
         format!(
             "… and ≥ {}% of the lookup reference's (the app's lookup script and nothing else), in turns in the same run",
-            plain(self.hit_of_redis_ref * 100.0)
+            plain(self.hit_of_lookup_ref * 100.0)
         )
     }
 
@@ -155,12 +158,12 @@ fn fmt_mb_whole(bytes: f64) -> String {
 }
 
 /// `33,000 of 36,000 requests/s = 91.7%`
-fn share_text(app: &RunStats, reference: &RunStats, share: f64) -> String {
+fn share_text(app: &RunStats, reference: &RunStats, share: f64, min: f64) -> String {
     format!(
         "{} of {} requests/s = {}",
         fmt_int(app.requests_per_s),
         fmt_int(reference.requests_per_s),
-        fmt_pct(share * 100.0)
+        fmt_share_against(share, min)
     )
 }
 
@@ -181,18 +184,18 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
         .collect();
     };
     let share = |goal: String, app: &RunStats, reference: &RunStats, share: Option<f64>, min: f64| match share {
-        Some(f) => Goal { goal, measured: share_text(app, reference, f), status: Status::from_bool(f >= min) },
+        Some(f) => Goal { goal, measured: share_text(app, reference, f, min), status: Status::from_bool(f >= min) },
         None => Goal { goal, measured: "no requests answered".into(), status: Status::NotMeasured },
     };
     let mut hits = share(bar.hit_ref_goal(), &c.hits, &c.redis_ref, c.hit_share(), bar.hit_of_redis_ref);
     if let Some(f) = c.lookup_ref_share() {
         // What no design that keeps the generation check can beat, beside the figure.
-        hits.measured.push_str(&format!("; the lookup reference: {}", fmt_pct(f * 100.0)));
+        hits.measured.push_str(&format!("; the lookup reference itself reached {} of it", fmt_pct(f * 100.0)));
     }
     let mut goals = vec![
         share(bar.healthz_ref_goal(), &c.healthz, &c.static_ref, c.healthz_share(), bar.healthz_of_static_ref),
         hits,
-        share(bar.hit_lookup_goal(), &c.hits, &c.lookup_ref, c.lookup_share(), bar.hit_of_redis_ref),
+        share(bar.hit_lookup_goal(), &c.hits, &c.lookup_ref, c.lookup_share(), bar.hit_of_lookup_ref),
     ];
     goals.push(match c.hits.latency {
         Some(l) => Goal {
@@ -214,7 +217,7 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
                 "{} µs against {} µs = {}×",
                 fmt_us(app),
                 fmt_us(reference),
-                fmt_ratio(x, bar.hit_cpu_of_redis_ref)
+                fmt_against(x, bar.hit_cpu_of_redis_ref, 2)
             ),
             status: Status::from_bool(x <= bar.hit_cpu_of_redis_ref),
         },
@@ -227,11 +230,19 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
     goals
 }
 
-/// A ratio judged against `limit`, with the decimals that show which side of it it lies: two (`1.23`, not the
-/// `1.2` it fails), three where two would round onto the limit (`1.206`).
-fn fmt_ratio(x: f64, limit: f64) -> String {
-    let two = format!("{x:.2}");
-    if x != limit && two == format!("{limit:.2}") { format!("{x:.3}") } else { two }
+/// A figure judged against `limit`, with `decimals` decimals, or more where those would round it onto the limit
+/// it misses or just meets: `1.23` (not the `1.2` it fails), `1.206`, `89.96`.
+fn fmt_against(x: f64, limit: f64, decimals: usize) -> String {
+    let mut d = decimals;
+    while x != limit && d < decimals + 4 && format!("{x:.d$}") == format!("{limit:.d$}") {
+        d += 1;
+    }
+    format!("{x:.d$}")
+}
+
+/// A share judged against `min`: `91.7%`, and `89.96%` rather than the `90.0%` it fails.
+fn fmt_share_against(share: f64, min: f64) -> String {
+    format!("{}%", fmt_against(share * 100.0, min * 100.0, 1))
 }
 
 /// CPU microseconds per request: `12.3`.
@@ -274,7 +285,7 @@ pub fn evaluate_bar(apps: &[AppRun], miss_path: Option<&MissPath>, calibration: 
                     "{} of {} requests/s = {}",
                     fmt_int(a.product_hit.as_ref().map_or(0.0, |h| h.requests_per_s)),
                     fmt_int(a.ceiling.as_ref().map_or(0.0, |c| c.requests_per_s)),
-                    fmt_pct(f * 100.0)
+                    fmt_share_against(f, bar.l1_of_ceiling)
                 ),
                 status: Status::from_bool(f >= bar.l1_of_ceiling),
             },
