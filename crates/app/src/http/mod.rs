@@ -2,7 +2,8 @@
 //! request (`record`).
 //!
 //! `products` (`/api/products`, `/api/products/{id}`), `catalog` (categories, top products), `cache` (stats,
-//! flush, warm, `/admin/cache/keys`), `dashboard` (the page and its API), `labs` (the dashboard's experiments), `ops` (probes, metrics).
+//! flush, warm, `/admin/cache/keys`), `dashboard` (the page and its API), `labs` (the dashboard's experiments),
+//! `ops` (probes, metrics).
 
 mod cache;
 mod catalog;
