@@ -100,11 +100,7 @@ async fn product(State(s): State<FromRedis>, Path(id): Path<u32>) -> Response {
 /// A hit answers the value; a miss (`{token}`) is not the reference's to load: 404.
 async fn product_by_lookup(State(s): State<ByLookup>, Path(id): Path<i32>) -> Response {
     let mut conn = s.conn.clone();
-    let mut reply = s.lookup.command(id, false).query_async::<redis::Value>(&mut conn).await;
-    if matches!(&reply, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)) {
-        reply = s.lookup.command(id, true).query_async(&mut conn).await;
-    }
-    match reply {
+    match s.lookup.send(&mut conn, id).await {
         Ok(redis::Value::BulkString(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Ok(_) => StatusCode::NOT_FOUND.into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),

@@ -199,15 +199,11 @@ impl Cache {
             .inner
             .redis
             .run("lookup", |mut conn| async move {
-                let evalsha = lookup_command("EVALSHA", script.get_hash(), full, gens, index, field, &fresh);
-                match evalsha.query_async(&mut conn).await {
-                    Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
-                        lookup_command("EVAL", scripts::LOOKUP, full, gens, index, field, &fresh)
-                            .query_async(&mut conn)
-                            .await
-                    }
-                    reply => reply,
-                }
+                send_lookup(&mut conn, |eval| {
+                    let (name, script) = if eval { ("EVAL", scripts::LOOKUP) } else { ("EVALSHA", script.get_hash()) };
+                    lookup_command(name, script, full, gens, index, field, &fresh)
+                })
+                .await
             })
             .await?;
         lookup_reply(reply)
@@ -336,6 +332,20 @@ impl Cache {
     }
 }
 
+/// Sends the lookup built by `command(false)` (`EVALSHA`), and only if Redis does not know the script yet
+/// (`NOSCRIPT`: a restarted or flushed Redis) the one built by `command(true)` (`EVAL`), which also caches it.
+async fn send_lookup(
+    conn: &mut ::redis::aio::ConnectionManager,
+    command: impl Fn(bool) -> ::redis::Cmd,
+) -> ::redis::RedisResult<::redis::Value> {
+    match command(false).query_async(conn).await {
+        Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
+            command(true).query_async(conn).await
+        }
+        reply => reply,
+    }
+}
+
 /// The lookup script called as `name` (`EVALSHA` with the script's hash, or `EVAL` with its text): the entry
 /// `full`, the generations hash, the catalogue index for a catalogue entry; the scope's field and a fresh token.
 pub(super) fn lookup_command(
@@ -373,7 +383,7 @@ pub struct ProductLookup {
 }
 
 impl ProductLookup {
-    /// For the app's entries under `prefix` (`KEY_PREFIX`).
+    /// For the app's entries under `prefix` (`CACHE_PREFIX`).
     pub fn new(prefix: &str) -> Self {
         ProductLookup {
             keyspace: super::Keyspace::new(prefix),
@@ -381,13 +391,21 @@ impl ProductLookup {
         }
     }
 
-    /// The `EVALSHA` of product `id`'s lookup, or with `eval` the `EVAL` that also loads the script into a Redis
-    /// that does not know it yet (`NOSCRIPT`).
-    pub fn command(&self, id: i32, eval: bool) -> ::redis::Cmd {
+    /// Product `id`'s lookup, sent as the app sends it (`EVALSHA`, `EVAL` on `NOSCRIPT`): the value on a hit,
+    /// `{token}` on a miss.
+    pub async fn send(
+        &self,
+        conn: &mut ::redis::aio::ConnectionManager,
+        id: i32,
+    ) -> ::redis::RedisResult<::redis::Value> {
         let key = CacheKey::product(id);
         let full = self.keyspace.full(&key);
-        let (name, script) = if eval { ("EVAL", scripts::LOOKUP) } else { ("EVALSHA", self.hash.as_str()) };
-        lookup_command(name, script, &full, self.keyspace.generations(), None, key.generation_field(), &Token::new())
+        let (gens, field, fresh) = (self.keyspace.generations(), key.generation_field(), Token::new());
+        send_lookup(conn, |eval| {
+            let (name, script) = if eval { ("EVAL", scripts::LOOKUP) } else { ("EVALSHA", self.hash.as_str()) };
+            lookup_command(name, script, &full, gens, None, field, &fresh)
+        })
+        .await
     }
 }
 
