@@ -6,12 +6,14 @@
 #   cargo build --release -p cache-demo -p cache-demo-testkit -p cache-demo-bench
 #   scripts/profile-hit-path.sh [OUT_DIR]        (default target/callgrind)
 #   callgrind_annotate --inclusive=yes OUT_DIR/app.out.1 | less
+# BIN_DIR=DIR counts the cache-demo and cache-demo-ref built there instead (another commit's, to compare); the
+# throwaway PostgreSQL and Redis still come from target/release/cache-demo-stack.
 set -euo pipefail
-T=target/release
+T=${BIN_DIR:-target/release}
 OUT=${1:-target/callgrind}
 if [ -z "${REDIS_URL:-}" ]; then
   mkdir -p "$OUT"
-  exec "$T/cache-demo-stack" -- "$0" "$OUT"
+  exec target/release/cache-demo-stack -- "$0" "$OUT"
 fi
 APP_ADDR=127.0.0.1:18080
 REF_ADDR=127.0.0.1:18081

@@ -228,7 +228,9 @@ async fn flush_removes_only_this_apps_keys_and_resets_stats() {
     let stats = app.get("/api/stats").await;
     assert_eq!(stats.json["hits"], 1);
     let keys = stats.json["keys"].as_u64().expect("keys");
-    assert_eq!(keys, 7, "5 entries, the generations hash and the catalogue index: {}", stats.text);
+    assert_eq!(keys, 6, "5 entries and the catalogue index: {}", stats.text);
+    let generations = app.key("generations");
+    let tokens = redis.cli(&["HLEN", &generations]).expect("HLEN");
 
     let r = app.post("/api/flush-cache", "").await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -240,7 +242,29 @@ async fn flush_removes_only_this_apps_keys_and_resets_stats() {
         (stats.json["hits"].as_u64(), stats.json["misses"].as_u64(), stats.json["keys"].as_u64()),
         (Some(0), Some(0), Some(0))
     );
+    // The tokens are not cached values: they stay, so the next misses find theirs in one round trip.
+    assert_eq!(redis.cli(&["HLEN", &generations]).expect("HLEN"), tokens);
     assert_eq!(app.get("/api/products/1").await.x_cache(), "MISS", "the next request misses");
+    assert_eq!(app.get("/api/products/1").await.x_cache(), "HIT", "and its fill was stored under the kept token");
+}
+
+#[tokio::test]
+async fn a_scope_whose_token_was_evicted_gets_a_new_one_and_caches_again() {
+    let app = TestApp::start().await;
+    let redis = shared_redis().await;
+    let generations = app.key("generations");
+    assert_eq!(app.get("/api/products/2").await.x_cache(), "MISS");
+    assert_eq!(app.get("/api/products/2").await.x_cache(), "HIT");
+    let first = redis.cli(&["HGET", &generations, "product:2"]).expect("HGET");
+    assert_eq!(first.len(), 16, "a token: {first:?}");
+    // As an LRU policy might: the tokens go, the entries stay until their TTL.
+    redis.cli(&["DEL", &generations]).expect("DEL");
+    redis.cli(&["DEL", &app.key("product:2")]).expect("DEL");
+    assert_eq!(app.get("/api/products/2").await.x_cache(), "MISS");
+    let second = redis.cli(&["HGET", &generations, "product:2"]).expect("HGET");
+    assert!(second.len() == 16 && second != first, "a new random token: {second:?} after {first:?}");
+    assert_eq!(app.get("/api/products/2").await.x_cache(), "HIT", "the fill was stored under the new token");
+    assert_eq!(app.metric(r#"redis_command_duration_seconds_count{command="lookup"}"#).await, 4.0);
 }
 
 #[tokio::test]
@@ -384,6 +408,8 @@ async fn bad_reads_get_json_errors() {
     // token is removed again: nothing is left.
     let stats = app.get("/api/stats").await;
     assert_eq!(stats.json["keys"].as_u64(), Some(0), "no key left: {}", stats.text);
+    let tokens = shared_redis().await.cli(&["HLEN", &app.key("generations")]).expect("HLEN");
+    assert_eq!(tokens, "0", "no token left");
 }
 
 fn product_count(app: &TestApp) -> String {

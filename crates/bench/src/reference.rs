@@ -5,9 +5,9 @@
 //! - `static`: `GET /healthz` answers the app's health body from a constant;
 //! - `redis`: `GET /api/products/{id}` answers the bytes the app stored for that product, read with one
 //!   `GET <prefix>:product:<id>` on one multiplexed connection, as they are;
-//! - `lookup`: the same answer from the app's own lookup command (`EVALSHA` of its script, which also returns
-//!   the generation token on a miss), built by the app's code: the least a server can do that keeps the
-//!   generation check, so what that check costs is measured rather than assumed.
+//! - `lookup`: the same answer from the app's own lookup (the entry's `GET` and the scope's generation token
+//!   in one pipeline), built by the app's code: the least a server can do that keeps the generation check, so
+//!   what that check costs is measured rather than assumed.
 //!
 //! Nothing else: no metrics, no timing headers, no time limits per request, and but for `lookup` no
 //! generation check. What the app does beyond this is what it costs.
@@ -56,7 +56,7 @@ pub enum Kind {
         #[arg(long, default_value = "cache-demo")]
         key_prefix: String,
     },
-    /// `GET /api/products/{id}`: the app's lookup script for the product, a hit answered with its value (and
+    /// `GET /api/products/{id}`: the app's lookup of the product, a hit answered with its value (and
     /// `/healthz`).
     Lookup {
         #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
@@ -97,12 +97,12 @@ async fn product(State(s): State<FromRedis>, Path(id): Path<u32>) -> Response {
     }
 }
 
-/// A hit answers the value; a miss (`{token}`) is not the reference's to load: 404.
+/// A hit answers the value; a miss (the token) is not the reference's to load: 404.
 async fn product_by_lookup(State(s): State<ByLookup>, Path(id): Path<i32>) -> Response {
     let mut conn = s.conn.clone();
     match s.lookup.send(&mut conn, id).await {
-        Ok(redis::Value::BulkString(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Ok(_) => StatusCode::NOT_FOUND.into_response(),
+        Ok(Some(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }

@@ -163,12 +163,6 @@ async fn the_redis_references_answer_the_bytes_the_app_stored() {
         Kind::Lookup { redis_url: redis_url.clone(), key_prefix },
     ];
     for kind in kinds {
-        if matches!(kind, Kind::Lookup { .. }) {
-            // A Redis that has forgotten the app's script: the reference loads it, as the app does.
-            let client = redis::Client::open(redis_url.as_str()).expect("URL");
-            let mut conn = client.get_multiplexed_async_connection().await.expect("Redis");
-            redis::cmd("SCRIPT").arg("FLUSH").query_async::<()>(&mut conn).await.expect("SCRIPT FLUSH");
-        }
         let reference = router(&kind).await.expect("the reference");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

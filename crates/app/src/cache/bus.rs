@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{CacheError, RedisClient};
+use super::flight::Flights;
 use super::keys::{ALL_SCOPES, Dropped, Keyspace, parse_scopes};
 use super::l1::L1;
 use crate::metrics::Metrics;
@@ -27,6 +28,7 @@ pub struct Bus {
     acks: String,
     instance: String,
     l1: Option<Arc<L1>>,
+    flights: Arc<Flights>,
     waiters: Mutex<HashMap<String, watch::Sender<i64>>>,
     subscribed: AtomicBool,
     ack_timeout: Duration,
@@ -46,6 +48,7 @@ impl Bus {
         redis: Arc<RedisClient>,
         keyspace: &Keyspace,
         l1: Option<Arc<L1>>,
+        flights: Arc<Flights>,
         ack_timeout: Duration,
         metrics: Metrics,
     ) -> Arc<Self> {
@@ -56,6 +59,7 @@ impl Bus {
             acks: acks.to_owned(),
             instance: format!("{:08x}", rand::random::<u32>()),
             l1,
+            flights,
             waiters: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
             ack_timeout,
@@ -122,6 +126,9 @@ impl Bus {
             return;
         };
         self.metrics.invalidation_messages.with_label_values(&["received"]).inc();
+        if scopes == ALL_SCOPES {
+            self.flights.forget_finished();
+        }
         if let Some(l1) = &self.l1 {
             if scopes == ALL_SCOPES {
                 l1.start_serving();

@@ -109,6 +109,15 @@ impl Flights {
         self.lock().map.retain(|_, e| e.token.is_some());
     }
 
+    /// Forgets finished flights, so that nobody joins them any more: after a flush, whose misses must store
+    /// their values again. A lingering result is still correct (its token is unchanged, the tokens outlive a
+    /// flush), but a follower never stores what it was handed.
+    pub fn forget_finished(&self) {
+        let mut table = self.lock();
+        table.map.retain(|_, e| e.finished.is_none());
+        table.finished.clear();
+    }
+
     fn finish(&self, key: String, id: u64, tx: &watch::Sender<Option<Shared>>, result: Shared) {
         tx.send_replace(Some(result));
         let now = Instant::now();
@@ -170,6 +179,17 @@ mod tests {
         }
         // A late joiner with the same token is answered by the lingering result.
         assert!(matches!(flights.join("k", Some("t1")), Join::Follower(_)));
+    }
+
+    #[tokio::test]
+    async fn after_a_flush_a_finished_flight_has_no_followers_and_a_running_one_keeps_them() {
+        let flights = Flights::default();
+        let Join::Leader(done) = flights.join("done", Some("t1")) else { panic!("leader") };
+        done.finish(Shared::Value(Bytes::from_static(b"v")));
+        let Join::Leader(_running) = flights.join("running", Some("t1")) else { panic!("leader") };
+        flights.forget_finished();
+        assert!(matches!(flights.join("done", Some("t1")), Join::Leader(_)), "a new load, which will store");
+        assert!(matches!(flights.join("running", Some("t1")), Join::Follower(_)));
     }
 
     #[tokio::test]

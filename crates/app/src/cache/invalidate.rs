@@ -176,6 +176,7 @@ impl Cache {
         if let Some(l1) = &self.inner.l1 {
             l1.clear();
         }
+        self.inner.flights.forget_finished();
         let _ = self.inner.bus.announce(Dropped::Everything).await;
         self.count_removed(reason, removed);
     }

@@ -235,9 +235,12 @@ impl Keyspace {
         &self.lab_maxmemory
     }
 
-    /// Whether a key holds state the replicas share rather than a cached value: a flush keeps it.
+    /// Whether a key holds state the replicas share rather than a cached value: a flush keeps it, and the key
+    /// count leaves it out. The generations hash is such state: a token outlives the entries it covers, so a miss
+    /// after a flush still finds its token in one round trip.
     pub fn is_shared_state(&self, full_key: &str) -> bool {
-        full_key == self.fleet
+        full_key == self.generations
+            || full_key == self.fleet
             || full_key == self.fleet_epoch
             || full_key == self.lab_db_delay
             || full_key == self.lab_maxmemory
@@ -302,11 +305,11 @@ mod tests {
     #[test]
     fn shared_state_is_told_from_entries() {
         let ks = Keyspace::new("cache-demo");
-        for shared in [ks.fleet(), ks.fleet_epoch(), ks.lab_db_delay(), ks.lab_maxmemory()] {
+        for shared in [ks.generations(), ks.fleet(), ks.fleet_epoch(), ks.lab_db_delay(), ks.lab_maxmemory()] {
             assert!(ks.is_shared_state(shared), "{shared}");
         }
         assert!(!ks.is_shared_state("cache-demo:product:1"));
-        assert!(!ks.is_shared_state(ks.generations()));
+        assert!(!ks.is_shared_state(ks.catalog_index()));
         assert!(!ks.is_shared_state("cache-demo:fleet:other"));
     }
 

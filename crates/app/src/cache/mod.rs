@@ -4,8 +4,9 @@
 //! A reader that missed may read a row from PostgreSQL *before* a write commits and try to store it *after*
 //! the write invalidated the key. To rule that out every entry belongs to a [`Scope`] whose current
 //! *generation token* lives in the hash `<prefix>:generations`:
-//! 1. the lookup (one Lua script, one round trip) returns the value, or on a miss the scope's token, creating a
-//!    random one if there is none;
+//! 1. the lookup (one round trip: `GET` the entry, `HGET` the token) returns the value, or on a miss the scope's
+//!    token; a scope without one first gets a random one (the `CLAIM` script, a second round trip, rare: a flush
+//!    keeps the tokens);
 //! 2. the reader loads from PostgreSQL;
 //! 3. the fill script stores the value only if the token is still the same.
 //!
@@ -70,12 +71,11 @@ struct Inner {
     opts: CacheOptions,
     metrics: Metrics,
     stats: Stats,
-    flights: Flights,
+    flights: Arc<Flights>,
     l1: Option<Arc<L1>>,
     bus: Arc<Bus>,
     key_count: admin::KeyCount,
     pending: pending::Pending,
-    lookup: ::redis::Script,
     bump: ::redis::Script,
     unlock: ::redis::Script,
 }
@@ -83,7 +83,15 @@ struct Inner {
 impl Cache {
     pub fn new(redis: Arc<RedisClient>, keyspace: Keyspace, opts: CacheOptions, metrics: Metrics) -> Self {
         let l1 = opts.l1.map(|o| Arc::new(L1::new(o.max_entries, o.ttl, keyspace.clone(), metrics.clone())));
-        let bus = Bus::new(redis.clone(), &keyspace, l1.clone(), opts.invalidation_ack_timeout, metrics.clone());
+        let flights = Arc::new(Flights::default());
+        let bus = Bus::new(
+            redis.clone(),
+            &keyspace,
+            l1.clone(),
+            flights.clone(),
+            opts.invalidation_ack_timeout,
+            metrics.clone(),
+        );
         Cache {
             inner: Arc::new(Inner {
                 redis,
@@ -91,12 +99,11 @@ impl Cache {
                 keyspace,
                 opts,
                 metrics,
-                flights: Flights::default(),
+                flights,
                 l1,
                 bus,
                 key_count: admin::KeyCount::default(),
                 pending: pending::Pending::default(),
-                lookup: ::redis::Script::new(scripts::LOOKUP),
                 bump: ::redis::Script::new(scripts::BUMP_AND_UNLINK),
                 unlock: ::redis::Script::new(scripts::UNLOCK),
             }),

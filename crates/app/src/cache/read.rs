@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::flight::{self, Join, Shared};
 use super::keys::{CacheKey, Scope};
 use super::outcome::{Cached, Level, Outcome, Primed};
-use super::scripts::{self, FILL, FORGET, Token};
+use super::scripts::{CLAIM, FILL, FORGET, Token};
 use super::{Cache, ttl};
 use crate::error::{Error, Result};
 
@@ -41,7 +41,7 @@ pub enum Via {
     DatabaseOnly,
 }
 
-/// What the lookup script found.
+/// What the lookup found.
 enum Lookup {
     Hit(Bytes),
     Miss { token: String },
@@ -184,29 +184,16 @@ impl Cache {
         cached
     }
 
-    /// One round trip: the value, or the scope's generation token (created if there is none).
-    ///
-    /// The script is sent as one `EVALSHA` command built here, and only if Redis does not know the script yet
-    /// (`NOSCRIPT`: a restarted or flushed Redis) as `EVAL`, which also caches it. `redis::Script` would do the
-    /// same through an invocation object that costs a handful of allocations on every request.
+    /// One round trip: the value, or the scope's generation token; a second one only when the scope has no token
+    /// yet (see [`send_lookup`]).
     async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, super::CacheError> {
         let gens = self.inner.keyspace.generations();
         let index = self.catalog_index_of(key);
         let field = key.generation_field();
-        let fresh = Token::new();
-        let script = &self.inner.lookup;
-        let reply: ::redis::Value = self
-            .inner
+        self.inner
             .redis
-            .run("lookup", |mut conn| async move {
-                send_lookup(&mut conn, |eval| {
-                    let (name, script) = if eval { ("EVAL", scripts::LOOKUP) } else { ("EVALSHA", script.get_hash()) };
-                    lookup_command(name, script, full, gens, index, field, &fresh)
-                })
-                .await
-            })
-            .await?;
-        lookup_reply(reply)
+            .run("lookup", |mut conn| async move { send_lookup(&mut conn, full, gens, index, field).await })
+            .await
     }
 
     /// A miss: share a concurrent load of the same key and generation when single-flight is on, else lead.
@@ -332,101 +319,97 @@ impl Cache {
     }
 }
 
-/// Sends the lookup built by `command(false)` (`EVALSHA`), and only if Redis does not know the script yet
-/// (`NOSCRIPT`: a restarted or flushed Redis) the one built by `command(true)` (`EVAL`), which also caches it.
+/// The lookup. One pipeline of native commands: `GET` the entry, `ZCARD` the catalogue index for a catalogue entry
+/// (read only so that an LRU policy sees the index used as often as the entries it lists), `HGET` the scope's
+/// token. A hit costs Redis a `GET` and a hash lookup; a Lua script doing the same costs it several µs more per
+/// call, the largest part of a hit's cost to Redis.
+///
+/// The three need not be atomic: the token is read after the `GET` and before any load from PostgreSQL, which is
+/// all the fill's check relies on. Only a scope without a token (never read since Redis started, or its hash
+/// evicted) takes a second round trip, [`claim_command`], before its load.
 async fn send_lookup(
     conn: &mut ::redis::aio::ConnectionManager,
-    command: impl Fn(bool) -> ::redis::Cmd,
-) -> ::redis::RedisResult<::redis::Value> {
-    match command(false).query_async(conn).await {
-        Err(e) if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) => {
-            command(true).query_async(conn).await
-        }
-        reply => reply,
-    }
-}
-
-/// The lookup script called as `name` (`EVALSHA` with the script's hash, or `EVAL` with its text): the entry
-/// `full`, the generations hash, the catalogue index for a catalogue entry; the scope's field and a fresh token.
-pub(super) fn lookup_command(
-    name: &str,
-    script: &str,
     full: &str,
     gens: &str,
     index: Option<&str>,
     field: &str,
-    fresh: &Token,
-) -> ::redis::Cmd {
-    // Sized up front: the argument lists would otherwise grow (and move) several times per request.
-    let size = name.len()
-        + script.len()
-        + full.len()
-        + gens.len()
-        + index.map_or(0, str::len)
-        + field.len()
-        + fresh.as_str().len()
-        + 1;
-    let mut cmd = ::redis::Cmd::with_capacity(8, size);
-    cmd.arg(name).arg(script).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(gens);
-    if let Some(index) = index {
-        cmd.arg(index);
+) -> Result<Lookup, ::redis::RedisError> {
+    use ::redis::Value;
+    let mut replies: Vec<Value> = lookup_pipeline(full, gens, index, field).query_async(conn).await?;
+    let token = replies.pop();
+    match (replies.into_iter().next(), token) {
+        (Some(Value::BulkString(value)), _) => Ok(Lookup::Hit(Bytes::from(value))),
+        (Some(Value::Nil), Some(Value::BulkString(token))) => Ok(Lookup::Miss { token: text(token) }),
+        (Some(Value::Nil), Some(Value::Nil)) => {
+            let token: Option<Vec<u8>> = claim_command(gens, field, &Token::new()).query_async(conn).await?;
+            token.map(|t| Lookup::Miss { token: text(t) }).ok_or_else(|| unexpected("no token after the claim"))
+        }
+        _ => Err(unexpected("the lookup got neither a value nor a token")),
     }
-    cmd.arg(field).arg(fresh.as_str());
+}
+
+/// `GET` the entry, `ZCARD` the catalogue index (catalogue entries only), `HGET` the scope's token.
+fn lookup_pipeline(full: &str, gens: &str, index: Option<&str>, field: &str) -> ::redis::Pipeline {
+    let mut pipe = ::redis::Pipeline::with_capacity(3);
+    pipe.add_command(command("GET", &[full]));
+    if let Some(index) = index {
+        pipe.add_command(command("ZCARD", &[index]));
+    }
+    pipe.add_command(command("HGET", &[gens, field]));
+    pipe
+}
+
+/// For a scope without a token: the `CLAIM` script, which sets `fresh` unless the scope has a token by now and
+/// returns whichever it has.
+fn claim_command(gens: &str, field: &str, fresh: &Token) -> ::redis::Cmd {
+    command("EVAL", &[CLAIM, "1", gens, field, fresh.as_str()])
+}
+
+/// A command with its argument list sized up front (it would otherwise grow, and move, on each argument).
+fn command(name: &str, args: &[&str]) -> ::redis::Cmd {
+    let size = name.len() + args.iter().map(|a| a.len()).sum::<usize>();
+    let mut cmd = ::redis::Cmd::with_capacity(args.len() + 1, size);
+    cmd.arg(name);
+    for arg in args {
+        cmd.arg(*arg);
+    }
     cmd
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn unexpected(what: &'static str) -> ::redis::RedisError {
+    ::redis::RedisError::from((::redis::ErrorKind::UnexpectedReturnType, what))
 }
 
 /// The app's lookup of one product as a command of its own, for `cache-demo-ref lookup`: the least a server can
 /// do that keeps the generation check sends exactly what a product read sends here.
 pub struct ProductLookup {
     keyspace: super::Keyspace,
-    hash: String,
 }
 
 impl ProductLookup {
     /// For the app's entries under `prefix` (`CACHE_PREFIX`).
     pub fn new(prefix: &str) -> Self {
-        ProductLookup {
-            keyspace: super::Keyspace::new(prefix),
-            hash: ::redis::Script::new(scripts::LOOKUP).get_hash().into(),
-        }
+        ProductLookup { keyspace: super::Keyspace::new(prefix) }
     }
 
-    /// Product `id`'s lookup, sent as the app sends it (`EVALSHA`, `EVAL` on `NOSCRIPT`): the value on a hit,
-    /// `{token}` on a miss.
+    /// Product `id`'s lookup, sent as the app sends it: the value on a hit, `None` on a miss (the scope's token
+    /// read, or created).
     pub async fn send(
         &self,
         conn: &mut ::redis::aio::ConnectionManager,
         id: i32,
-    ) -> ::redis::RedisResult<::redis::Value> {
+    ) -> ::redis::RedisResult<Option<Bytes>> {
         let key = CacheKey::product(id);
         let full = self.keyspace.full(&key);
-        let (gens, field, fresh) = (self.keyspace.generations(), key.generation_field(), Token::new());
-        send_lookup(conn, |eval| {
-            let (name, script) = if eval { ("EVAL", scripts::LOOKUP) } else { ("EVALSHA", self.hash.as_str()) };
-            lookup_command(name, script, &full, gens, None, field, &fresh)
-        })
-        .await
+        match send_lookup(conn, &full, self.keyspace.generations(), None, key.generation_field()).await? {
+            Lookup::Hit(value) => Ok(Some(value)),
+            Lookup::Miss { .. } => Ok(None),
+        }
     }
-}
-
-/// The lookup script's reply: the value itself (a bulk string) on a hit, `{token}` on a miss.
-fn lookup_reply(reply: ::redis::Value) -> Result<Lookup, super::CacheError> {
-    use ::redis::Value;
-    match reply {
-        Value::BulkString(value) => Ok(Lookup::Hit(Bytes::from(value))),
-        Value::Array(mut items) if items.len() == 1 => match items.pop() {
-            Some(Value::BulkString(token)) => Ok(Lookup::Miss { token: String::from_utf8_lossy(&token).into_owned() }),
-            _ => Err(unexpected_lookup_reply()),
-        },
-        _ => Err(unexpected_lookup_reply()),
-    }
-}
-
-fn unexpected_lookup_reply() -> super::CacheError {
-    super::CacheError::Redis(::redis::RedisError::from((
-        ::redis::ErrorKind::UnexpectedReturnType,
-        "the lookup script returned neither a value nor {token}",
-    )))
 }
 
 /// Runs the query and serializes its result, timed.
@@ -441,21 +424,24 @@ async fn load_json<L: Load>(load: L) -> Result<(Bytes, Duration)> {
 
 #[cfg(test)]
 mod tests {
-    use ::redis::Value;
-
     use super::*;
 
     #[test]
-    fn a_bulk_reply_is_a_hit_and_a_one_element_array_is_the_token() {
-        match lookup_reply(Value::BulkString(br#"{"id":1}"#.to_vec())) {
-            Ok(Lookup::Hit(data)) => assert_eq!(&data[..], br#"{"id":1}"#),
-            _ => panic!("a bulk string is the value"),
-        }
-        match lookup_reply(Value::Array(vec![Value::BulkString(b"0123456789abcdef".to_vec())])) {
-            Ok(Lookup::Miss { token }) => assert_eq!(token, "0123456789abcdef"),
-            _ => panic!("{{token}} is a miss"),
-        }
-        assert!(lookup_reply(Value::Nil).is_err());
-        assert!(lookup_reply(Value::Array(vec![Value::Int(1), Value::BulkString(b"x".to_vec())])).is_err());
+    fn the_lookup_is_native_commands_and_the_token_last() {
+        let packed = |p: &::redis::Pipeline| String::from_utf8(p.get_packed_pipeline()).expect("utf-8");
+        // The command names of a packed pipeline, in order.
+        let names = |packed: &str| -> Vec<String> {
+            let words = packed.split("\r\n").filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_uppercase()));
+            words.map(str::to_owned).collect()
+        };
+        let product = packed(&lookup_pipeline("p:product:1", "p:generations", None, "product:1"));
+        assert_eq!(
+            product,
+            "*2\r\n$3\r\nGET\r\n$11\r\np:product:1\r\n*3\r\n$4\r\nHGET\r\n$13\r\np:generations\r\n$9\r\nproduct:1\r\n"
+        );
+        let listed = packed(&lookup_pipeline("p:products:top:5", "p:generations", Some("p:catalog-index"), "catalog"));
+        assert_eq!(names(&listed), ["GET", "ZCARD", "HGET"]);
+        let claim = String::from_utf8(claim_command("p:generations", "product:1", &Token::new()).get_packed_command());
+        assert!(claim.expect("utf-8").starts_with("*6\r\n$4\r\nEVAL\r\n"));
     }
 }

@@ -1,21 +1,12 @@
-//! The Lua scripts that make each step of the generation protocol atomic (see the module doc of `cache`),
-//! and the random tokens they compare.
+//! The Lua scripts that make the generation protocol's compare-and-set steps atomic (see the module doc of
+//! `cache`), and the random tokens they compare. The lookup needs no script: it is native commands (`read`).
 
-/// `KEYS[1]` entry, `KEYS[2]` generations hash, for a catalogue entry `KEYS[3]` the catalogue index,
-/// `ARGV[1]` scope field, `ARGV[2]` a fresh token.
-/// Returns the value itself on a hit (a bulk string, the same reply as a `GET`: the cheapest to send and to
-/// parse), else `{token}`, a one-element array: the scope's token, created from `ARGV[2]` if absent.
-/// The index is read (`ZCARD`, O(1)) only so that an LRU policy sees it used as often as the entries it lists.
-pub const LOOKUP: &str = r"
-if KEYS[3] then redis.call('ZCARD', KEYS[3]) end
-local v = redis.call('GET', KEYS[1])
-if v then return v end
-local g = redis.call('HGET', KEYS[2], ARGV[1])
-if not g then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-  g = ARGV[2]
-end
-return {g}
+/// `KEYS[1]` generations hash, `ARGV[1]` scope field, `ARGV[2]` a fresh token: sets the token unless the scope has
+/// one (a write or another lookup set it meanwhile), and returns whichever it has. Only after a lookup found no
+/// token, so rare: sent as `EVAL`, one command however new the Redis.
+pub const CLAIM: &str = r"
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])
 ";
 
 /// `KEYS[1]` entry, `KEYS[2]` generations hash, for a catalogue entry `KEYS[3]` the catalogue index; `ARGV`
@@ -69,7 +60,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
-/// A random 64-bit token in 16 hex digits, kept on the stack: one is made on every lookup.
+/// A random 64-bit token in 16 hex digits, kept on the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Token([u8; 16]);
 

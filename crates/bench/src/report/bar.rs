@@ -58,7 +58,7 @@ pub struct Bar {
     pub healthz_of_static_ref: f64,
     /// Cache hits (Redis only): at least this fraction of the Redis reference's requests/s, same run…
     pub hit_of_redis_ref: f64,
-    /// … and at least this fraction of the lookup reference's (the app's lookup script and nothing else)…
+    /// … and at least this fraction of the lookup reference's (the app's lookup and nothing else)…
     pub hit_of_lookup_ref: f64,
     /// … and app CPU per hit at most this multiple of the Redis reference's CPU per request.
     pub hit_cpu_of_redis_ref: f64,
@@ -133,7 +133,7 @@ impl Bar {
 
     fn hit_lookup_goal(&self) -> String {
         format!(
-            "… and ≥ {}% of the lookup reference's (the app's lookup script and nothing else), in turns in the same run",
+            "… and ≥ {}% of the lookup reference's (the app's lookup and nothing else), in turns in the same run",
             plain(self.hit_of_lookup_ref * 100.0)
         )
     }

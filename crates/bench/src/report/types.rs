@@ -192,7 +192,7 @@ pub struct Calibration {
     pub hits: RunStats,
     /// The same requests to the Redis reference: one `GET` of the app's entry.
     pub redis_ref: RunStats,
-    /// The same requests to the lookup reference: the app's own lookup script, nothing else.
+    /// The same requests to the lookup reference: the app's own lookup, nothing else.
     pub lookup_ref: RunStats,
     /// CPU time of the Redis server per request during the app's hits and during the reference's, in
     /// microseconds (when Redis runs on this machine).
