@@ -221,3 +221,33 @@ async fn pause(redis: &std::sync::Arc<RedisServer>, stop: bool) {
     let redis = redis.clone();
     blocking(move || if stop { redis.pause() } else { redis.resume() }).await.expect("signal redis");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_is_seen_by_a_read_that_starts_after_it_even_while_a_load_of_that_id_is_running() {
+    let app = std::sync::Arc::new(TestApp::start().await);
+    let first =
+        app.post("/api/products", r#"{"sku": "RACE-1", "name": "First", "price": 1.0, "category_id": 1}"#).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let next = first.json["product"]["id"].as_i64().expect("id") + 1;
+    // A read of the next id finds nothing, and its result arrives late (the delay comes after the query).
+    assert_eq!(app.put("/api/labs/db-delay", r#"{"ms": 600}"#).await.status, 200);
+    let early = tokio::spawn({
+        let app = app.clone();
+        async move { app.get(&format!("/api/products/{next}")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(app.put("/api/labs/db-delay", r#"{"ms": 0}"#).await.status, 200);
+    let created =
+        app.post("/api/products", r#"{"sku": "RACE-2", "name": "Second", "price": 2.0, "category_id": 1}"#).await;
+    assert_eq!(
+        (created.status.as_u16(), created.json["product"]["id"].as_i64()),
+        (201, Some(next)),
+        "{}",
+        created.text
+    );
+    assert!(!early.is_finished(), "the early read is still loading");
+    // Started after the create was acknowledged: it must not share the early read's "not found".
+    let late = app.get(&format!("/api/products/{next}")).await;
+    assert_eq!(late.status, 200, "{}", late.text);
+    assert_eq!(early.await.expect("early read").status, 404);
+}

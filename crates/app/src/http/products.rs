@@ -90,8 +90,9 @@ async fn create(
     let new = body.validate()?;
     let response = to_completion(async move {
         let product = state.db.create_product(&new).await?;
-        // A new product changes searches, top lists and category stats; it has no entry of its own yet.
-        let invalidated = state.cache.invalidate(&[Scope::Catalog]).await;
+        // A new product changes searches, top lists and category stats. It has no entry of its own yet, but a
+        // load of its id may be running (it will find nothing): a new token keeps later reads from sharing it.
+        let invalidated = state.cache.invalidate(&[Scope::Product(product.id), Scope::Catalog]).await;
         let write_through = write_through(&state, product.id).await;
         tracing::info!(product_id = product.id, invalidated = invalidated.count, "product created");
         Ok(WriteResponse { product, invalidated, write_through })
