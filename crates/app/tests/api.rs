@@ -228,7 +228,7 @@ async fn flush_removes_only_this_apps_keys_and_resets_stats() {
     let stats = app.get("/api/stats").await;
     assert_eq!(stats.json["hits"], 1);
     let keys = stats.json["keys"].as_u64().expect("keys");
-    assert_eq!(keys, 6, "5 entries and the catalogue index: {}", stats.text);
+    assert_eq!(keys, 5, "5 entries (not the tokens or the catalogue index): {}", stats.text);
     let generations = app.key("generations");
     let tokens = redis.cli(&["HLEN", &generations]).expect("HLEN");
 
@@ -265,6 +265,21 @@ async fn a_scope_whose_token_was_evicted_gets_a_new_one_and_caches_again() {
     assert!(second.len() == 16 && second != first, "a new random token: {second:?} after {first:?}");
     assert_eq!(app.get("/api/products/2").await.x_cache(), "HIT", "the fill was stored under the new token");
     assert_eq!(app.metric(r#"redis_command_duration_seconds_count{command="lookup"}"#).await, 4.0);
+}
+
+#[tokio::test]
+async fn a_lookup_redis_refuses_is_answered_from_postgresql_and_stores_nothing() {
+    let app = TestApp::start().await;
+    let redis = shared_redis().await;
+    // The tokens' key holds the wrong type: every lookup's HGET is refused (WRONGTYPE).
+    redis.cli(&["SET", &app.key("generations"), "not a hash"]).expect("SET");
+    for _ in 0..2 {
+        let r = app.get("/api/products/3").await;
+        assert_eq!((r.status.as_u16(), r.json["data"]["id"].as_i64()), (200, Some(3)), "{}", r.text);
+        assert_eq!(r.x_cache(), "MISS");
+        assert_eq!(r.header("x-cache-error"), "redis unavailable");
+    }
+    assert_eq!(redis.cli(&["EXISTS", &app.key("product:3")]).expect("EXISTS"), "0", "nothing stored");
 }
 
 #[tokio::test]

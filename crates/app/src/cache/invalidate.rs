@@ -95,7 +95,7 @@ impl Cache {
                     }
                     result.complete
                 }
-                Owed::Everything => match self.unlink_matching(|_| true).await {
+                Owed::Everything => match self.unlink_everything().await {
                     Ok(removed) => {
                         self.forget_everywhere(Reason::Write, removed.len()).await;
                         true
@@ -154,7 +154,8 @@ impl Cache {
     }
 
     /// Removes every cached key of this app (SCAN + UNLINK by prefix, never KEYS or FLUSHALL) and resets the
-    /// counters. What the replicas share (their counters, the experiments' settings) stays.
+    /// counters. What the replicas share (their counters, the experiments' settings, the generation tokens and
+    /// the catalogue index) stays.
     pub async fn flush(&self) -> Result<usize, CacheError> {
         let keyspace = &self.inner.keyspace;
         let removed = self.unlink_matching(|k| !keyspace.is_shared_state(k)).await?;
@@ -163,9 +164,11 @@ impl Cache {
         Ok(removed.len())
     }
 
-    /// Removes keys matching a full SCAN pattern (admin), then tells every replica to empty its L1.
+    /// Removes keys matching a full SCAN pattern (admin), then tells every replica to empty its L1. The catalogue
+    /// index stays whatever the pattern: a removal by `SCAN` must not lose it (see `Keyspace::is_shared_state`).
     pub async fn unlink_pattern(&self, pattern: &str) -> Result<usize, CacheError> {
-        let (keys, _) = self.scan_matching(pattern, usize::MAX).await?;
+        let (mut keys, _) = self.scan_matching(pattern, usize::MAX).await?;
+        keys.retain(|k| k != self.inner.keyspace.catalog_index());
         self.unlink(&keys).await?;
         self.forget_everywhere(Reason::Admin, keys.len()).await;
         Ok(keys.len())
@@ -183,6 +186,20 @@ impl Cache {
 
     fn count_removed(&self, reason: Reason, n: usize) {
         self.inner.metrics.invalidated_keys.with_label_values(&[reason.label()]).inc_by(n as u64);
+    }
+
+    /// What a write owes when its scopes are not known: every token first, in one command, so that no load
+    /// that started before can store from then on (a token it read is gone, and one created since was created
+    /// after the write); then every key but the catalogue index (see `Keyspace::is_shared_state`).
+    async fn unlink_everything(&self) -> Result<Vec<String>, CacheError> {
+        let keyspace = &self.inner.keyspace;
+        let gens = keyspace.generations().to_owned();
+        self.unlink(std::slice::from_ref(&gens)).await?;
+        let mut removed = self.unlink_matching(|k| k != keyspace.catalog_index()).await?;
+        if !removed.contains(&gens) {
+            removed.push(gens);
+        }
+        Ok(removed)
     }
 
     async fn unlink_matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, CacheError> {

@@ -236,10 +236,13 @@ impl Keyspace {
     }
 
     /// Whether a key holds state the replicas share rather than a cached value: a flush keeps it, and the key
-    /// count leaves it out. The generations hash is such state: a token outlives the entries it covers, so a miss
-    /// after a flush still finds its token in one round trip.
+    /// count leaves it out. The invalidation's bookkeeping is such state: a token outlives the entries it covers
+    /// (a miss after a flush still finds its token in one round trip), and the catalogue index must outlive any
+    /// removal by `SCAN`, which cannot see an entry stored while it runs: only the index tells a later write
+    /// where that entry is.
     pub fn is_shared_state(&self, full_key: &str) -> bool {
         full_key == self.generations
+            || full_key == self.catalog_index
             || full_key == self.fleet
             || full_key == self.fleet_epoch
             || full_key == self.lab_db_delay
@@ -305,11 +308,12 @@ mod tests {
     #[test]
     fn shared_state_is_told_from_entries() {
         let ks = Keyspace::new("cache-demo");
-        for shared in [ks.generations(), ks.fleet(), ks.fleet_epoch(), ks.lab_db_delay(), ks.lab_maxmemory()] {
+        let shared = [ks.generations(), ks.catalog_index(), ks.fleet(), ks.fleet_epoch(), ks.lab_db_delay()];
+        for shared in shared.into_iter().chain([ks.lab_maxmemory()]) {
             assert!(ks.is_shared_state(shared), "{shared}");
         }
         assert!(!ks.is_shared_state("cache-demo:product:1"));
-        assert!(!ks.is_shared_state(ks.catalog_index()));
+        assert!(!ks.is_shared_state("cache-demo:categories:stats"));
         assert!(!ks.is_shared_state("cache-demo:fleet:other"));
     }
 

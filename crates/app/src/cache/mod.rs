@@ -13,7 +13,8 @@
 //! A write commits, then replaces the tokens of the scopes it touches with fresh random ones and unlinks the
 //! entries. A load that read old data read its token before the write's commit, so the token has changed by
 //! the time its fill runs (the fill and the token change are atomic scripts): the fill is skipped. Tokens are
-//! random, never counters, so an evicted or flushed hash cannot make an old token valid again.
+//! random, never counters, so an evicted hash cannot make an old token valid again. A flush keeps the tokens
+//! (it changes no data); a write whose scopes are not known removes the whole hash before anything else.
 
 //!
 //! Where to read what: the read path (hit, miss, fill) in `read`, the stampede lock in `lock`, writes and

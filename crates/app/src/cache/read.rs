@@ -184,16 +184,20 @@ impl Cache {
         cached
     }
 
-    /// One round trip: the value, or the scope's generation token; a second one only when the scope has no token
-    /// yet (see [`send_lookup`]).
+    /// One round trip: the value, or the scope's generation token; a second one (`claim`) only when the scope has
+    /// no token yet (see [`send_lookup`]).
     async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, super::CacheError> {
         let gens = self.inner.keyspace.generations();
         let index = self.catalog_index_of(key);
         let field = key.generation_field();
-        self.inner
-            .redis
+        let redis = &self.inner.redis;
+        match redis
             .run("lookup", |mut conn| async move { send_lookup(&mut conn, full, gens, index, field).await })
-            .await
+            .await?
+        {
+            Some(found) => Ok(found),
+            None => redis.run("claim", |mut conn| async move { claim(&mut conn, gens, field).await }).await,
+        }
     }
 
     /// A miss: share a concurrent load of the same key and generation when single-flight is on, else lead.
@@ -322,30 +326,42 @@ impl Cache {
 /// The lookup. One pipeline of native commands: `GET` the entry, `ZCARD` the catalogue index for a catalogue entry
 /// (read only so that an LRU policy sees the index used as often as the entries it lists), `HGET` the scope's
 /// token. A hit costs Redis a `GET` and a hash lookup; a Lua script doing the same costs it several µs more per
-/// call, the largest part of a hit's cost to Redis.
+/// call, the largest part of a hit's cost to Redis. `None`: a miss of a scope that has no token.
 ///
 /// The three need not be atomic: the token is read after the `GET` and before any load from PostgreSQL, which is
 /// all the fill's check relies on. Only a scope without a token (never read since Redis started, or its hash
-/// evicted) takes a second round trip, [`claim_command`], before its load.
+/// evicted) takes a second round trip, [`claim`], before its load.
 async fn send_lookup(
     conn: &mut ::redis::aio::ConnectionManager,
     full: &str,
     gens: &str,
     index: Option<&str>,
     field: &str,
-) -> Result<Lookup, ::redis::RedisError> {
+) -> Result<Option<Lookup>, ::redis::RedisError> {
+    lookup_reply(lookup_pipeline(full, gens, index, field).query_async(conn).await?)
+}
+
+/// The lookup's replies, the token's last: the value (a hit), else the token (a miss), else `None` (a miss of a
+/// scope without a token). A server error in any reply has made the pipeline an error already.
+fn lookup_reply(mut replies: Vec<::redis::Value>) -> Result<Option<Lookup>, ::redis::RedisError> {
     use ::redis::Value;
-    let mut replies: Vec<Value> = lookup_pipeline(full, gens, index, field).query_async(conn).await?;
     let token = replies.pop();
     match (replies.into_iter().next(), token) {
-        (Some(Value::BulkString(value)), _) => Ok(Lookup::Hit(Bytes::from(value))),
-        (Some(Value::Nil), Some(Value::BulkString(token))) => Ok(Lookup::Miss { token: text(token) }),
-        (Some(Value::Nil), Some(Value::Nil)) => {
-            let token: Option<Vec<u8>> = claim_command(gens, field, &Token::new()).query_async(conn).await?;
-            token.map(|t| Lookup::Miss { token: text(t) }).ok_or_else(|| unexpected("no token after the claim"))
-        }
+        (Some(Value::BulkString(value)), _) => Ok(Some(Lookup::Hit(Bytes::from(value)))),
+        (Some(Value::Nil), Some(Value::BulkString(token))) => Ok(Some(Lookup::Miss { token: text(token) })),
+        (Some(Value::Nil), Some(Value::Nil)) => Ok(None),
         _ => Err(unexpected("the lookup got neither a value nor a token")),
     }
+}
+
+/// A scope without a token gets one (the `CLAIM` script): its miss, with the token to fill under.
+async fn claim(
+    conn: &mut ::redis::aio::ConnectionManager,
+    gens: &str,
+    field: &str,
+) -> Result<Lookup, ::redis::RedisError> {
+    let token: Option<Vec<u8>> = claim_command(gens, field, &Token::new()).query_async(conn).await?;
+    token.map(|t| Lookup::Miss { token: text(t) }).ok_or_else(|| unexpected("no token after the claim"))
 }
 
 /// `GET` the entry, `ZCARD` the catalogue index (catalogue entries only), `HGET` the scope's token.
@@ -404,10 +420,11 @@ impl ProductLookup {
         id: i32,
     ) -> ::redis::RedisResult<Option<Bytes>> {
         let key = CacheKey::product(id);
-        let full = self.keyspace.full(&key);
-        match send_lookup(conn, &full, self.keyspace.generations(), None, key.generation_field()).await? {
-            Lookup::Hit(value) => Ok(Some(value)),
-            Lookup::Miss { .. } => Ok(None),
+        let (full, gens, field) = (self.keyspace.full(&key), self.keyspace.generations(), key.generation_field());
+        match send_lookup(conn, &full, gens, None, field).await? {
+            Some(Lookup::Hit(value)) => Ok(Some(value)),
+            Some(Lookup::Miss { .. }) => Ok(None),
+            None => claim(conn, gens, field).await.map(|_| None),
         }
     }
 }
@@ -443,5 +460,21 @@ mod tests {
         assert_eq!(names(&listed), ["GET", "ZCARD", "HGET"]);
         let claim = String::from_utf8(claim_command("p:generations", "product:1", &Token::new()).get_packed_command());
         assert!(claim.expect("utf-8").starts_with("*6\r\n$4\r\nEVAL\r\n"));
+    }
+
+    #[test]
+    fn the_replies_say_hit_miss_or_no_token() {
+        use ::redis::Value::{BulkString, Int, Nil};
+        let value = || BulkString(br#"{"id":1}"#.to_vec());
+        let token = || BulkString(b"0123456789abcdef".to_vec());
+        assert!(matches!(lookup_reply(vec![value(), token()]), Ok(Some(Lookup::Hit(v))) if &v[..] == br#"{"id":1}"#));
+        assert!(matches!(lookup_reply(vec![value(), Nil]), Ok(Some(Lookup::Hit(_)))), "a hit needs no token");
+        assert!(matches!(lookup_reply(vec![value(), Int(3), token()]), Ok(Some(Lookup::Hit(_)))), "ZCARD's count");
+        let miss = lookup_reply(vec![Nil, Int(0), token()]);
+        assert!(matches!(miss, Ok(Some(Lookup::Miss { token })) if token == "0123456789abcdef"));
+        assert!(matches!(lookup_reply(vec![Nil, Nil]), Ok(None)), "no token: claim one");
+        assert!(lookup_reply(vec![Int(1), token()]).is_err());
+        assert!(lookup_reply(vec![Nil, Int(1)]).is_err());
+        assert!(lookup_reply(vec![]).is_err());
     }
 }

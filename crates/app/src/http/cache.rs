@@ -70,7 +70,7 @@ async fn stats(State(state): State<AppState>) -> Json<Stats> {
     })
 }
 
-/// `POST /api/flush-cache`: every key of this app deleted, the counters reset.
+/// `POST /api/flush-cache`: every cached entry of this app deleted, the counters reset (`Cache::flush`).
 async fn flush(State(state): State<AppState>, _: Admin) -> Result<Json<Value>> {
     let deleted = state
         .cache
