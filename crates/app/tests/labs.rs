@@ -234,6 +234,23 @@ async fn two_replicas_show_the_same_totals_each_others_requests_and_one_flush() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_flush_on_one_replica_the_others_next_miss_is_stored_again() {
+    let redis = shared_redis().await;
+    let (db_url, _) = fresh_db(shared_pg().await).await;
+    let prefix = common::unique_prefix();
+    let a = TestApp::start_on(&db_url, &redis.url(), |c| c.cache_prefix = prefix.clone()).await;
+    let b = TestApp::start_on(&db_url, &redis.url(), |c| c.cache_prefix = prefix.clone()).await;
+    a.wait_subscribed().await;
+    b.wait_subscribed().await;
+    // b's load of product 4 has just finished; the tokens outlive the flush, so without the flush's broadcast b
+    // would hand that finished load's value to its next miss, which would then store nothing.
+    assert_eq!(b.get("/api/products/4").await.x_cache(), "MISS");
+    assert_eq!(a.post("/api/flush-cache", "").await.status, 200);
+    assert_eq!(b.get("/api/products/4").await.x_cache(), "MISS");
+    assert_eq!(b.get("/api/products/4").await.x_cache(), "HIT", "b's miss after the flush was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_artificial_delay_is_set_for_every_replica_by_the_admin() {
     let redis = shared_redis().await;
     let (db_url, _) = fresh_db(shared_pg().await).await;
