@@ -400,8 +400,8 @@ fn unexpected(what: &'static str) -> ::redis::RedisError {
     ::redis::RedisError::from((::redis::ErrorKind::UnexpectedReturnType, what))
 }
 
-/// The app's lookup of one product as a command of its own, for `cache-demo-ref lookup`: the least a server can
-/// do that keeps the generation check sends exactly what a product read sends here.
+/// The app's lookup of one product on its own, for `cache-demo-ref lookup`: the least a server can do that keeps
+/// the generation check sends exactly what a product read sends here.
 pub struct ProductLookup {
     keyspace: super::Keyspace,
 }
