@@ -164,12 +164,10 @@ impl Cache {
         Ok(removed.len())
     }
 
-    /// Removes keys matching a full SCAN pattern (admin), then tells every replica to empty its L1. The catalogue
-    /// index stays whatever the pattern: a removal by `SCAN` must not lose it (see `Keyspace::is_shared_state`).
+    /// Removes keys matching a full SCAN pattern (admin), then tells every replica to empty its L1.
     pub async fn unlink_pattern(&self, pattern: &str) -> Result<usize, CacheError> {
-        let (mut keys, _) = self.scan_matching(pattern, usize::MAX).await?;
-        keys.retain(|k| k != self.inner.keyspace.catalog_index());
-        self.unlink(&keys).await?;
+        let (keys, _) = self.scan_matching(pattern, usize::MAX).await?;
+        let keys = self.unlink_scanned(keys).await?;
         self.forget_everywhere(Reason::Admin, keys.len()).await;
         Ok(keys.len())
     }
@@ -190,12 +188,11 @@ impl Cache {
 
     /// What a write owes when its scopes are not known: every token first, in one command, so that no load
     /// that started before can store from then on (a token it read is gone, and one created since was created
-    /// after the write); then every key but the catalogue index (see `Keyspace::is_shared_state`).
+    /// after the write); then every other key.
     async fn unlink_everything(&self) -> Result<Vec<String>, CacheError> {
-        let keyspace = &self.inner.keyspace;
-        let gens = keyspace.generations().to_owned();
+        let gens = self.inner.keyspace.generations().to_owned();
         self.unlink(std::slice::from_ref(&gens)).await?;
-        let mut removed = self.unlink_matching(|k| k != keyspace.catalog_index()).await?;
+        let mut removed = self.unlink_matching(|_| true).await?;
         if !removed.contains(&gens) {
             removed.push(gens);
         }
@@ -204,6 +201,13 @@ impl Cache {
 
     async fn unlink_matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, CacheError> {
         let keys: Vec<String> = self.scan_keys().await?.into_iter().filter(|k| keep(k)).collect();
+        self.unlink_scanned(keys).await
+    }
+
+    /// Every removal of keys found by `SCAN` goes through here, and never removes the catalogue index: a `SCAN`
+    /// cannot see an entry stored while it runs, and only the index tells a later write where that entry is.
+    async fn unlink_scanned(&self, mut keys: Vec<String>) -> Result<Vec<String>, CacheError> {
+        keys.retain(|k| k != self.inner.keyspace.catalog_index());
         self.unlink(&keys).await?;
         Ok(keys)
     }
