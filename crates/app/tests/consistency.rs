@@ -93,7 +93,7 @@ async fn race(apps: Vec<Arc<TestApp>>) {
                 assert_eq!(r.status, 200, "write: {}", r.text);
                 acked[&id].store(version, Ordering::SeqCst);
                 // Pauses between writes leave time for fills to land, so reads also hit.
-                tokio::time::sleep(Duration::from_millis(25)).await;
+                tokio::time::sleep(Duration::from_millis(40)).await;
             }
         }));
     }
