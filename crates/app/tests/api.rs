@@ -229,8 +229,9 @@ async fn flush_removes_only_this_apps_keys_and_resets_stats() {
     assert_eq!(stats.json["hits"], 1);
     let keys = stats.json["keys"].as_u64().expect("keys");
     assert_eq!(keys, 5, "5 entries (not the tokens or the catalogue index): {}", stats.text);
-    let generations = app.key("generations");
-    let tokens = redis.cli(&["HLEN", &generations]).expect("HLEN");
+    let generations = app.key("generation:*");
+    let tokens = common::count_keys(redis, &generations);
+    assert_eq!(tokens, 2, "product 1 and the catalogue");
 
     let r = app.post("/api/flush-cache", "").await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -243,7 +244,7 @@ async fn flush_removes_only_this_apps_keys_and_resets_stats() {
         (Some(0), Some(0), Some(0))
     );
     // The tokens are not cached values: they stay, so the next misses find theirs in one round trip.
-    assert_eq!(redis.cli(&["HLEN", &generations]).expect("HLEN"), tokens);
+    assert_eq!(common::count_keys(redis, &generations), tokens);
     assert_eq!(app.get("/api/products/1").await.x_cache(), "MISS", "the next request misses");
     assert_eq!(app.get("/api/products/1").await.x_cache(), "HIT", "and its fill was stored under the kept token");
 }
@@ -252,16 +253,16 @@ async fn flush_removes_only_this_apps_keys_and_resets_stats() {
 async fn a_scope_whose_token_was_evicted_gets_a_new_one_and_caches_again() {
     let app = TestApp::start().await;
     let redis = shared_redis().await;
-    let generations = app.key("generations");
+    let token = app.key("generation:product:2");
     assert_eq!(app.get("/api/products/2").await.x_cache(), "MISS");
     assert_eq!(app.get("/api/products/2").await.x_cache(), "HIT");
-    let first = redis.cli(&["HGET", &generations, "product:2"]).expect("HGET");
+    let first = redis.cli(&["GET", &token]).expect("GET");
     assert_eq!(first.len(), 16, "a token: {first:?}");
-    // As an LRU policy might: the tokens go, the entries stay until their TTL.
-    redis.cli(&["DEL", &generations]).expect("DEL");
+    // As an LRU policy might: the token goes, and here the entry too.
+    redis.cli(&["DEL", &token]).expect("DEL");
     redis.cli(&["DEL", &app.key("product:2")]).expect("DEL");
     assert_eq!(app.get("/api/products/2").await.x_cache(), "MISS");
-    let second = redis.cli(&["HGET", &generations, "product:2"]).expect("HGET");
+    let second = redis.cli(&["GET", &token]).expect("GET");
     assert!(second.len() == 16 && second != first, "a new random token: {second:?} after {first:?}");
     assert_eq!(app.get("/api/products/2").await.x_cache(), "HIT", "the fill was stored under the new token");
     assert_eq!(app.metric(r#"redis_command_duration_seconds_count{command="lookup"}"#).await, 4.0);
@@ -271,8 +272,8 @@ async fn a_scope_whose_token_was_evicted_gets_a_new_one_and_caches_again() {
 async fn a_lookup_redis_refuses_is_answered_from_postgresql_and_stores_nothing() {
     let app = TestApp::start().await;
     let redis = shared_redis().await;
-    // The tokens' key holds the wrong type: every lookup's HGET is refused (WRONGTYPE).
-    redis.cli(&["SET", &app.key("generations"), "not a hash"]).expect("SET");
+    // The token's key holds the wrong type: the lookup reads it as no token, and the claim is refused (WRONGTYPE).
+    redis.cli(&["HSET", &app.key("generation:product:3"), "not", "a string"]).expect("HSET");
     for _ in 0..2 {
         let r = app.get("/api/products/3").await;
         assert_eq!((r.status.as_u16(), r.json["data"]["id"].as_i64()), (200, Some(3)), "{}", r.text);
@@ -423,8 +424,8 @@ async fn bad_reads_get_json_errors() {
     // token is removed again: nothing is left.
     let stats = app.get("/api/stats").await;
     assert_eq!(stats.json["keys"].as_u64(), Some(0), "no key left: {}", stats.text);
-    let tokens = shared_redis().await.cli(&["HLEN", &app.key("generations")]).expect("HLEN");
-    assert_eq!(tokens, "0", "no token left");
+    let tokens = common::count_keys(shared_redis().await, &app.key("generation:*"));
+    assert_eq!(tokens, 0, "no token left");
 }
 
 fn product_count(app: &TestApp) -> String {

@@ -5,8 +5,8 @@
 //! - `static`: `GET /healthz` answers the app's health body from a constant;
 //! - `redis`: `GET /api/products/{id}` answers the bytes the app stored for that product, read with one
 //!   `GET <prefix>:product:<id>` on one multiplexed connection, as they are;
-//! - `lookup`: the same answer from the app's own lookup (the entry's `GET` and the scope's generation token
-//!   in one pipeline), built by the app's code: the least a server can do that keeps the generation check, so
+//! - `lookup`: the same answer from the app's own lookup (one `MGET` of the entry and the scope's generation
+//!   token), built by the app's code: the least a server can do that keeps the generation check, so
 //!   what that check costs is measured rather than assumed.
 //!
 //! Nothing else: no metrics, no timing headers, no time limits per request, and but for `lookup` no

@@ -113,7 +113,6 @@ impl Cache {
     /// New tokens for `scopes` and their entries removed, in one script.
     async fn bump(&self, scopes: &[Scope]) -> Invalidation {
         let ks = &self.inner.keyspace;
-        let gens = ks.generations();
         let products: Vec<CacheKey> = scopes
             .iter()
             .filter_map(|s| match s {
@@ -122,7 +121,7 @@ impl Cache {
             })
             .collect();
         let direct: Vec<String> = products.iter().map(|k| ks.full(k)).collect();
-        let tokens: Vec<_> = scopes.iter().map(|s| (s.field(), Token::new())).collect();
+        let tokens: Vec<_> = scopes.iter().map(|s| (ks.generation(&s.field()), Token::new())).collect();
         let catalog = if scopes.contains(&Scope::Catalog) { "1" } else { "0" };
         let index = ks.catalog_index();
         let script = &self.inner.bump;
@@ -132,14 +131,16 @@ impl Cache {
             .inner
             .redis
             .run("invalidate", |mut conn| async move {
-                let mut inv = script.key(gens);
-                inv.key(index);
+                let mut inv = script.key(index);
+                for (token_key, _) in &tokens {
+                    inv.key(token_key);
+                }
                 for k in &direct {
                     inv.key(k);
                 }
                 inv.arg(catalog);
-                for (field, token) in &tokens {
-                    inv.arg(field.as_ref()).arg(token.as_str());
+                for (_, token) in &tokens {
+                    inv.arg(token.as_str());
                 }
                 inv.invoke_async(&mut conn).await
             })
@@ -186,16 +187,17 @@ impl Cache {
         self.inner.metrics.invalidated_keys.with_label_values(&[reason.label()]).inc_by(n as u64);
     }
 
-    /// What a write owes when its scopes are not known: every token first, in one command, so that no load
-    /// that started before can store from then on (a token it read is gone, and one created since was created
-    /// after the write); then every other key.
+    /// What a write owes when its scopes are not known: every token first, so that no load that started before
+    /// can store once its token is gone (a token created since was created after the write); then every other
+    /// key, in a second `SCAN` that starts after the first has ended. A load that stored before its token went
+    /// stored before that second `SCAN` began, so the second one finds its entry and removes it.
     async fn unlink_everything(&self) -> Result<Vec<String>, CacheError> {
-        let gens = self.inner.keyspace.generations().to_owned();
-        self.unlink(std::slice::from_ref(&gens)).await?;
-        let mut removed = self.unlink_matching(|_| true).await?;
-        if !removed.contains(&gens) {
-            removed.push(gens);
-        }
+        let (tokens, _) = self.scan_matching(&self.inner.keyspace.generation_pattern(), usize::MAX).await?;
+        let mut removed = self.unlink_scanned(tokens).await?;
+        removed.extend(self.unlink_matching(|_| true).await?);
+        // A token created between the two may be in both.
+        removed.sort_unstable();
+        removed.dedup();
         Ok(removed)
     }
 

@@ -3,7 +3,8 @@
 //! Names are `<prefix>:<name>`, with `<prefix>` = `CACHE_PREFIX` (default `cache-demo`):
 //! - entries: `cache-demo:categories:stats`, `cache-demo:products:search:laptop:20`,
 //!   `cache-demo:products:top:10`, `cache-demo:product:42` ([`CacheKey`], [`Keyspace::full`]);
-//! - the generation tokens: the hash `cache-demo:generations`, one field per [`Scope`] (see `cache`);
+//! - the generation tokens, one string per [`Scope`] (see `cache`): `cache-demo:generation:catalog`,
+//!   `cache-demo:generation:product:42` ([`Keyspace::generation`]);
 //! - the stampede lock of an entry: `cache-demo:lock:<name>` ([`Keyspace::lock`]);
 //! - the pub/sub channels `cache-demo:invalidations` and `cache-demo:invalidation-acks`, whose messages carry
 //!   scopes as [`format_scopes`] writes them;
@@ -30,7 +31,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Field name in the generations hash, and the scope's spelling in invalidation messages.
+    /// The scope's name: its generation token's key after `<prefix>:generation:`, and its spelling in
+    /// invalidation messages.
     pub fn field(&self) -> Cow<'static, str> {
         match self {
             Scope::Catalog => Cow::Borrowed(CATALOG_FIELD),
@@ -153,7 +155,8 @@ pub fn normalize_term(q: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Keyspace {
     prefix: String,
-    generations: String,
+    /// `<prefix>:generation:`, which a scope's name completes.
+    generation_prefix: String,
     catalog_index: String,
     invalidations: String,
     invalidation_acks: String,
@@ -170,7 +173,7 @@ impl Keyspace {
     pub fn new(prefix: &str) -> Self {
         Keyspace {
             prefix: prefix.to_owned(),
-            generations: format!("{prefix}:generations"),
+            generation_prefix: format!("{prefix}:generation:"),
             catalog_index: format!("{prefix}:catalog-index"),
             invalidations: format!("{prefix}:invalidations"),
             invalidation_acks: format!("{prefix}:invalidation-acks"),
@@ -193,9 +196,17 @@ impl Keyspace {
         full
     }
 
-    /// The hash holding the current generation token of every scope.
-    pub fn generations(&self) -> &str {
-        &self.generations
+    /// The key holding the current generation token of the scope named `field` ([`Scope::field`]).
+    pub fn generation(&self, field: &str) -> String {
+        let mut key = String::with_capacity(self.generation_prefix.len() + field.len());
+        key.push_str(&self.generation_prefix);
+        key.push_str(field);
+        key
+    }
+
+    /// SCAN pattern of every generation token.
+    pub fn generation_pattern(&self) -> String {
+        format!("{}*", self.generation_prefix)
     }
 
     /// The sorted set of catalogue entries (lists, searches, stats) scored by expiry: what a write removes,
@@ -241,7 +252,7 @@ impl Keyspace {
     /// removal by `SCAN`, which cannot see an entry stored while it runs: only the index tells a later write
     /// where that entry is.
     pub fn is_shared_state(&self, full_key: &str) -> bool {
-        full_key == self.generations
+        full_key.starts_with(&self.generation_prefix)
             || full_key == self.catalog_index
             || full_key == self.fleet
             || full_key == self.fleet_epoch
@@ -300,7 +311,9 @@ mod tests {
         assert_eq!(ks.full(&CacheKey::search("laptop", 20)), "cache-demo:products:search:laptop:20");
         assert_eq!(ks.full(&CacheKey::top_products(10)), "cache-demo:products:top:10");
         assert_eq!(ks.full(&CacheKey::product(1)), "cache-demo:product:1");
-        assert_eq!(ks.generations(), "cache-demo:generations");
+        assert_eq!(ks.generation(CacheKey::product(1).generation_field()), "cache-demo:generation:product:1");
+        assert_eq!(ks.generation(CacheKey::categories().generation_field()), "cache-demo:generation:catalog");
+        assert_eq!(ks.generation_pattern(), "cache-demo:generation:*");
         assert_eq!(ks.fleet(), "cache-demo:fleet");
         assert_eq!(ks.lab_maxmemory(), "cache-demo:lab:configured-maxmemory");
     }
@@ -308,13 +321,15 @@ mod tests {
     #[test]
     fn shared_state_is_told_from_entries() {
         let ks = Keyspace::new("cache-demo");
-        let shared = [ks.generations(), ks.catalog_index(), ks.fleet(), ks.fleet_epoch(), ks.lab_db_delay()];
+        let token = ks.generation("product:1");
+        let shared = [token.as_str(), ks.catalog_index(), ks.fleet(), ks.fleet_epoch(), ks.lab_db_delay()];
         for shared in shared.into_iter().chain([ks.lab_maxmemory()]) {
             assert!(ks.is_shared_state(shared), "{shared}");
         }
         assert!(!ks.is_shared_state("cache-demo:product:1"));
         assert!(!ks.is_shared_state("cache-demo:categories:stats"));
         assert!(!ks.is_shared_state("cache-demo:fleet:other"));
+        assert!(!ks.is_shared_state("cache-demo:generations"), "an ordinary key");
     }
 
     #[test]
@@ -349,7 +364,7 @@ mod tests {
         assert!(ks.is_catalog_entry("cache-demo:products:top:10"));
         assert!(ks.is_catalog_entry("cache-demo:categories:stats"));
         assert!(!ks.is_catalog_entry("cache-demo:product:1"));
-        assert!(!ks.is_catalog_entry("cache-demo:generations"));
+        assert!(!ks.is_catalog_entry("cache-demo:generation:catalog"));
         assert!(!ks.is_catalog_entry("other:products:top:10"));
         assert!(!ks.is_catalog_entry("cache-demox:products:top:10"));
     }

@@ -3,18 +3,18 @@
 //! # Why loads cannot put stale data back
 //! A reader that missed may read a row from PostgreSQL *before* a write commits and try to store it *after*
 //! the write invalidated the key. To rule that out every entry belongs to a [`Scope`] whose current
-//! *generation token* lives in the hash `<prefix>:generations`:
-//! 1. the lookup (one round trip: `GET` the entry, `HGET` the token) returns the value, or on a miss the scope's
-//!    token; a scope without one first gets a random one (the `CLAIM` script, a second round trip, rare: a flush
-//!    keeps the tokens);
+//! *generation token* lives in its own key, `<prefix>:generation:<scope>`:
+//! 1. the lookup (one round trip: `MGET` of the entry and the token) returns the value, or on a miss the scope's
+//!    token; a scope without one first gets a random one (`SET NX GET`, a second round trip, rare: a flush keeps
+//!    the tokens);
 //! 2. the reader loads from PostgreSQL;
 //! 3. the fill script stores the value only if the token is still the same.
 //!
 //! A write commits, then replaces the tokens of the scopes it touches with fresh random ones and unlinks the
 //! entries. A load that read old data read its token before the write's commit, so the token has changed by
 //! the time its fill runs (the fill and the token change are atomic scripts): the fill is skipped. Tokens are
-//! random, never counters, so an evicted hash cannot make an old token valid again. A flush keeps the tokens
-//! (it changes no data); a write whose scopes are not known removes the whole hash before anything else.
+//! random, never counters, so an evicted token cannot make an old one valid again. A flush keeps the tokens
+//! (it changes no data); a write whose scopes are not known removes every token before anything else.
 
 //!
 //! Where to read what: the read path (hit, miss, fill) in `read`, the stampede lock in `lock`, writes and

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::flight::{self, Join, Shared};
 use super::keys::{CacheKey, Scope};
 use super::outcome::{Cached, Level, Outcome, Primed};
-use super::scripts::{CLAIM, FILL, FORGET, Token};
+use super::scripts::{FILL, FORGET, Token};
 use super::{Cache, ttl};
 use crate::error::{Error, Result};
 
@@ -187,16 +187,16 @@ impl Cache {
     /// One round trip: the value, or the scope's generation token; a second one (`claim`) only when the scope has
     /// no token yet (see [`send_lookup`]).
     async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, super::CacheError> {
-        let gens = self.inner.keyspace.generations();
+        let token_key = self.inner.keyspace.generation(key.generation_field());
+        let token_key = token_key.as_str();
         let index = self.catalog_index_of(key);
-        let field = key.generation_field();
         let redis = &self.inner.redis;
         match redis
-            .run("lookup", |mut conn| async move { send_lookup(&mut conn, full, gens, index, field).await })
+            .run("lookup", |mut conn| async move { send_lookup(&mut conn, full, token_key, index).await })
             .await?
         {
             Some(found) => Ok(found),
-            None => redis.run("claim", |mut conn| async move { claim(&mut conn, gens, field).await }).await,
+            None => redis.run("claim", |mut conn| async move { claim(&mut conn, token_key).await }).await,
         }
     }
 
@@ -273,11 +273,12 @@ impl Cache {
         let ttl = ttl::random_jitter(*self.inner.opts.ttls.get(key.endpoint), self.inner.opts.ttl_jitter_pct);
         let index = self.catalog_index_of(key);
         let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(FILL).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(self.inner.keyspace.generations());
+        let token_key = self.inner.keyspace.generation(key.generation_field());
+        cmd.arg(FILL).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(token_key);
         if let Some(index) = index {
             cmd.arg(index);
         }
-        cmd.arg(key.generation_field()).arg(token).arg(data.as_ref()).arg(ttl.as_millis() as u64);
+        cmd.arg(token).arg(data.as_ref()).arg(ttl.as_millis() as u64);
         (cmd, ttl)
     }
 
@@ -287,10 +288,10 @@ impl Cache {
     }
 
     /// The lookup of something that does not exist created its scope's token: remove it again (unless a write
-    /// or another lookup replaced it), queued like a fill, so the generations hash holds only what exists.
+    /// or another lookup replaced it), queued like a fill, so tokens are kept only for what exists.
     async fn forget_generation(&self, key: &CacheKey, token: &str) {
         let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(FORGET).arg(1).arg(self.inner.keyspace.generations()).arg(key.generation_field()).arg(token);
+        cmd.arg(FORGET).arg(1).arg(self.inner.keyspace.generation(key.generation_field())).arg(token);
         let _ = self.inner.redis.send_without_reply("forget_generation", cmd).await;
     }
 
@@ -323,62 +324,56 @@ impl Cache {
     }
 }
 
-/// The lookup. One pipeline of native commands: `GET` the entry, `ZCARD` the catalogue index for a catalogue entry
-/// (read only so that an LRU policy sees the index used as often as the entries it lists), `HGET` the scope's
-/// token. A hit costs Redis a `GET` and a hash lookup; a Lua script doing the same costs it several µs more per
-/// call, the largest part of a hit's cost to Redis. `None`: a miss of a scope that has no token.
+/// The lookup: one `MGET` of the entry and the scope's token (and, for a catalogue entry, the catalogue index,
+/// named only so that an LRU policy sees the index used as often as the entries it lists: `MGET` answers nil
+/// for a key that holds no string). One command and one reply: a hit costs Redis about what a `GET` costs, and
+/// a Lua script doing the same costs it several µs more per call. `None`: a miss of a scope that has no token.
 ///
-/// The three need not be atomic: the token is read after the `GET` and before any load from PostgreSQL, which is
-/// all the fill's check relies on. Only a scope without a token (never read since Redis started, or its hash
-/// evicted) takes a second round trip, [`claim`], before its load.
+/// The token is read in the same command as the entry, so before any load from PostgreSQL, which is all the
+/// fill's check relies on. Only a scope without a token (never read since Redis started, or its token evicted)
+/// takes a second round trip, [`claim`], before its load.
 async fn send_lookup(
     conn: &mut ::redis::aio::ConnectionManager,
     full: &str,
-    gens: &str,
+    token_key: &str,
     index: Option<&str>,
-    field: &str,
 ) -> Result<Option<Lookup>, ::redis::RedisError> {
-    lookup_reply(lookup_pipeline(full, gens, index, field).query_async(conn).await?)
+    lookup_reply(lookup_command(full, token_key, index).query_async(conn).await?)
 }
 
-/// The lookup's replies, the token's last: the value (a hit), else the token (a miss), else `None` (a miss of a
-/// scope without a token). A server error in any reply has made the pipeline an error already.
-fn lookup_reply(mut replies: Vec<::redis::Value>) -> Result<Option<Lookup>, ::redis::RedisError> {
+/// The lookup's reply, the entry's value first and the token second: the value (a hit), else the token (a
+/// miss), else `None` (a miss of a scope without a token).
+fn lookup_reply(reply: ::redis::Value) -> Result<Option<Lookup>, ::redis::RedisError> {
     use ::redis::Value;
-    let token = replies.pop();
-    match (replies.into_iter().next(), token) {
-        (Some(Value::BulkString(value)), _) => Ok(Some(Lookup::Hit(Bytes::from(value)))),
+    let Value::Array(values) = reply else { return Err(unexpected("the lookup's reply is not a list")) };
+    let mut values = values.into_iter();
+    match (values.next(), values.next()) {
+        (Some(Value::BulkString(value)), Some(_)) => Ok(Some(Lookup::Hit(Bytes::from(value)))),
         (Some(Value::Nil), Some(Value::BulkString(token))) => Ok(Some(Lookup::Miss { token: text(token) })),
         (Some(Value::Nil), Some(Value::Nil)) => Ok(None),
         _ => Err(unexpected("the lookup got neither a value nor a token")),
     }
 }
 
-/// A scope without a token gets one (the `CLAIM` script): its miss, with the token to fill under.
-async fn claim(
-    conn: &mut ::redis::aio::ConnectionManager,
-    gens: &str,
-    field: &str,
-) -> Result<Lookup, ::redis::RedisError> {
-    let token: Option<Vec<u8>> = claim_command(gens, field, &Token::new()).query_async(conn).await?;
-    token.map(|t| Lookup::Miss { token: text(t) }).ok_or_else(|| unexpected("no token after the claim"))
+/// A scope without a token gets one: its miss, with the token to fill under.
+async fn claim(conn: &mut ::redis::aio::ConnectionManager, token_key: &str) -> Result<Lookup, ::redis::RedisError> {
+    let fresh = Token::new();
+    let had: Option<Vec<u8>> = claim_command(token_key, &fresh).query_async(conn).await?;
+    Ok(Lookup::Miss { token: had.map_or_else(|| fresh.as_str().to_owned(), text) })
 }
 
-/// `GET` the entry, `ZCARD` the catalogue index (catalogue entries only), `HGET` the scope's token.
-fn lookup_pipeline(full: &str, gens: &str, index: Option<&str>, field: &str) -> ::redis::Pipeline {
-    let mut pipe = ::redis::Pipeline::with_capacity(3);
-    pipe.add_command(command("GET", &[full]));
-    if let Some(index) = index {
-        pipe.add_command(command("ZCARD", &[index]));
+/// `MGET` the entry, the scope's token and (catalogue entries only) the catalogue index.
+fn lookup_command(full: &str, token_key: &str, index: Option<&str>) -> ::redis::Cmd {
+    match index {
+        Some(index) => command("MGET", &[full, token_key, index]),
+        None => command("MGET", &[full, token_key]),
     }
-    pipe.add_command(command("HGET", &[gens, field]));
-    pipe
 }
 
-/// For a scope without a token: the `CLAIM` script, which sets `fresh` unless the scope has a token by now and
-/// returns whichever it has.
-fn claim_command(gens: &str, field: &str, fresh: &Token) -> ::redis::Cmd {
-    command("EVAL", &[CLAIM, "1", gens, field, fresh.as_str()])
+/// For a scope without a token: `SET NX GET`, one native command that sets `fresh` unless the scope has a token
+/// by now (a write or another lookup set it meanwhile) and returns the token it had, if any.
+fn claim_command(token_key: &str, fresh: &Token) -> ::redis::Cmd {
+    command("SET", &[token_key, fresh.as_str(), "NX", "GET"])
 }
 
 /// A command with its argument list sized up front (it would otherwise grow, and move, on each argument).
@@ -420,11 +415,11 @@ impl ProductLookup {
         id: i32,
     ) -> ::redis::RedisResult<Option<Bytes>> {
         let key = CacheKey::product(id);
-        let (full, gens, field) = (self.keyspace.full(&key), self.keyspace.generations(), key.generation_field());
-        match send_lookup(conn, &full, gens, None, field).await? {
+        let (full, token_key) = (self.keyspace.full(&key), self.keyspace.generation(key.generation_field()));
+        match send_lookup(conn, &full, &token_key, None).await? {
             Some(Lookup::Hit(value)) => Ok(Some(value)),
             Some(Lookup::Miss { .. }) => Ok(None),
-            None => claim(conn, gens, field).await.map(|_| None),
+            None => claim(conn, &token_key).await.map(|_| None),
         }
     }
 }
@@ -444,37 +439,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lookup_is_native_commands_and_the_token_last() {
-        let packed = |p: &::redis::Pipeline| String::from_utf8(p.get_packed_pipeline()).expect("utf-8");
-        // The command names of a packed pipeline, in order.
-        let names = |packed: &str| -> Vec<String> {
-            let words = packed.split("\r\n").filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_uppercase()));
-            words.map(str::to_owned).collect()
-        };
-        let product = packed(&lookup_pipeline("p:product:1", "p:generations", None, "product:1"));
+    fn the_lookup_is_one_mget_and_the_claim_one_set() {
+        let packed = |c: &::redis::Cmd| String::from_utf8(c.get_packed_command()).expect("utf-8");
         assert_eq!(
-            product,
-            "*2\r\n$3\r\nGET\r\n$11\r\np:product:1\r\n*3\r\n$4\r\nHGET\r\n$13\r\np:generations\r\n$9\r\nproduct:1\r\n"
+            packed(&lookup_command("p:product:1", "p:generation:product:1", None)),
+            "*3\r\n$4\r\nMGET\r\n$11\r\np:product:1\r\n$22\r\np:generation:product:1\r\n"
         );
-        let listed = packed(&lookup_pipeline("p:products:top:5", "p:generations", Some("p:catalog-index"), "catalog"));
-        assert_eq!(names(&listed), ["GET", "ZCARD", "HGET"]);
-        let claim = String::from_utf8(claim_command("p:generations", "product:1", &Token::new()).get_packed_command());
-        assert!(claim.expect("utf-8").starts_with("*6\r\n$4\r\nEVAL\r\n"));
+        let listed = packed(&lookup_command("p:products:top:5", "p:generation:catalog", Some("p:catalog-index")));
+        assert!(listed.starts_with("*4\r\n$4\r\nMGET\r\n"), "{listed}");
+        assert!(listed.ends_with("$15\r\np:catalog-index\r\n"), "{listed}");
+        let fresh = Token::new();
+        let claim = packed(&claim_command("p:generation:product:1", &fresh));
+        assert!(claim.starts_with("*5\r\n$3\r\nSET\r\n$22\r\np:generation:product:1\r\n$16\r\n"), "{claim}");
+        assert!(claim.ends_with(&format!("{}\r\n$2\r\nNX\r\n$3\r\nGET\r\n", fresh.as_str())), "{claim}");
     }
 
     #[test]
-    fn the_replies_say_hit_miss_or_no_token() {
-        use ::redis::Value::{BulkString, Int, Nil};
+    fn the_reply_says_hit_miss_or_no_token() {
+        use ::redis::Value::{Array, BulkString, Int, Nil};
         let value = || BulkString(br#"{"id":1}"#.to_vec());
         let token = || BulkString(b"0123456789abcdef".to_vec());
-        assert!(matches!(lookup_reply(vec![value(), token()]), Ok(Some(Lookup::Hit(v))) if &v[..] == br#"{"id":1}"#));
-        assert!(matches!(lookup_reply(vec![value(), Nil]), Ok(Some(Lookup::Hit(_)))), "a hit needs no token");
-        assert!(matches!(lookup_reply(vec![value(), Int(3), token()]), Ok(Some(Lookup::Hit(_)))), "ZCARD's count");
-        let miss = lookup_reply(vec![Nil, Int(0), token()]);
+        let hit = lookup_reply(Array(vec![value(), token()]));
+        assert!(matches!(hit, Ok(Some(Lookup::Hit(v))) if &v[..] == br#"{"id":1}"#));
+        assert!(matches!(lookup_reply(Array(vec![value(), Nil])), Ok(Some(Lookup::Hit(_)))), "a hit needs no token");
+        assert!(matches!(lookup_reply(Array(vec![value(), token(), Nil])), Ok(Some(Lookup::Hit(_)))), "the index");
+        let miss = lookup_reply(Array(vec![Nil, token(), Nil]));
         assert!(matches!(miss, Ok(Some(Lookup::Miss { token })) if token == "0123456789abcdef"));
-        assert!(matches!(lookup_reply(vec![Nil, Nil]), Ok(None)), "no token: claim one");
-        assert!(lookup_reply(vec![Int(1), token()]).is_err());
-        assert!(lookup_reply(vec![Nil, Int(1)]).is_err());
-        assert!(lookup_reply(vec![]).is_err());
+        assert!(matches!(lookup_reply(Array(vec![Nil, Nil])), Ok(None)), "no token: claim one");
+        assert!(lookup_reply(Array(vec![Int(1), token()])).is_err());
+        assert!(lookup_reply(Array(vec![Nil, Int(1)])).is_err());
+        assert!(lookup_reply(Array(vec![value()])).is_err());
+        assert!(lookup_reply(Array(vec![])).is_err());
+        assert!(lookup_reply(value()).is_err(), "not a list");
     }
 }

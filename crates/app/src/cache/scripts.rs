@@ -1,25 +1,18 @@
 //! The Lua scripts that make the generation protocol's compare-and-set steps atomic (see the module doc of
-//! `cache`), and the random tokens they compare. The lookup needs no script: it is native commands (`read`).
+//! `cache`), and the random tokens they compare. The lookup and the claim of a token need no script: they are
+//! native commands (`read`).
 
-/// `KEYS[1]` generations hash, `ARGV[1]` scope field, `ARGV[2]` a fresh token: sets the token unless the scope has
-/// one (a write or another lookup set it meanwhile), and returns whichever it has. Only after a lookup found no
-/// token, so rare: sent as `EVAL`, one command however new the Redis.
-pub const CLAIM: &str = r"
-redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('HGET', KEYS[1], ARGV[1])
-";
-
-/// `KEYS[1]` entry, `KEYS[2]` generations hash, for a catalogue entry `KEYS[3]` the catalogue index; `ARGV`
-/// field, token read at lookup, value, TTL in ms. Stores the value only while the scope still has that token;
-/// 1 when stored. A catalogue entry is listed in the index with its expiry; expired members are dropped there
-/// and then, so the index holds about as many members as there are live entries, and it expires with them.
+/// `KEYS[1]` entry, `KEYS[2]` the scope's token, for a catalogue entry `KEYS[3]` the catalogue index; `ARGV`
+/// token read at lookup, value, TTL in ms. Stores the value only while the scope still has that token; 1 when
+/// stored. A catalogue entry is listed in the index with its expiry; expired members are dropped there and then,
+/// so the index holds about as many members as there are live entries, and it expires with them.
 pub const FILL: &str = r"
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   if KEYS[3] then
     local t = redis.call('TIME')
     local now = t[1] * 1000 + math.floor(t[2] / 1000)
-    local ttl = tonumber(ARGV[4])
+    local ttl = tonumber(ARGV[3])
     redis.call('ZADD', KEYS[3], now + ttl, KEYS[1])
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
     if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
@@ -29,28 +22,29 @@ end
 return 0
 ";
 
-/// `KEYS[1]` generations hash, `KEYS[2]` catalogue index, `KEYS[3..]` entries to remove; `ARGV[1]` `1` when
-/// the catalogue changed (its indexed entries are removed too), then (field, new token) pairs.
-/// Returns `{n, removed}`: how many of `KEYS[3..]` were removed, and the catalogue entries removed.
+/// `KEYS[1]` catalogue index, `KEYS[2..n+1]` the tokens of the n scopes written, then the entries to remove;
+/// `ARGV[1]` `1` when the catalogue changed (its indexed entries are removed too), then the n new tokens.
+/// Returns `{removed, catalogue}`: how many of the entries given were removed, and the catalogue entries removed.
 pub const BUMP_AND_UNLINK: &str = r"
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-local n = 0
-for i = 3, #KEYS do n = n + redis.call('UNLINK', KEYS[i]) end
+local n = #ARGV - 1
+for i = 1, n do redis.call('SET', KEYS[1 + i], ARGV[1 + i]) end
+local count = 0
+for i = n + 2, #KEYS do count = count + redis.call('UNLINK', KEYS[i]) end
 local removed = {}
 if ARGV[1] == '1' then
-  for _, k in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  for _, k in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     if redis.call('UNLINK', k) == 1 then removed[#removed + 1] = k end
   end
-  redis.call('UNLINK', KEYS[2])
+  redis.call('UNLINK', KEYS[1])
 end
-return {n, removed}
+return {count, removed}
 ";
 
-/// `KEYS[1]` generations hash, `ARGV[1]` scope field, `ARGV[2]` token read at lookup: removes the field while it
-/// still holds that token. After a lookup of a product that does not exist, so made-up ids leave nothing behind.
-/// As safe as an eviction of the hash: tokens are random, a removed one never becomes valid again.
+/// `KEYS[1]` the scope's token, `ARGV[1]` token read at lookup: removes the token while it is still that one.
+/// After a lookup of a product that does not exist, so made-up ids leave nothing behind. As safe as an eviction
+/// of the token: tokens are random, a removed one never becomes valid again.
 pub const FORGET: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
 

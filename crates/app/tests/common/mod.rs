@@ -55,6 +55,16 @@ pub async fn shared_redis() -> &'static RedisServer {
     tokio::task::spawn_blocking(cache_demo_testkit::shared_redis).await.expect("start shared Redis")
 }
 
+/// Lua that counts the keys matching `ARGV[1]` (`KEYS` is fine on a test's Redis), and one that also deletes them.
+pub const COUNT_KEYS: &str = "return #redis.call('KEYS', ARGV[1])";
+pub const DELETE_KEYS: &str =
+    "local ks = redis.call('KEYS', ARGV[1]) for _, k in ipairs(ks) do redis.call('DEL', k) end return #ks";
+
+/// How many keys match `pattern`.
+pub fn count_keys(redis: &RedisServer, pattern: &str) -> u64 {
+    redis.cli(&["EVAL", COUNT_KEYS, "0", pattern]).expect("EVAL").parse().expect("a count")
+}
+
 /// A fresh database loaded with init.sql on `pg`; returns (url, name).
 pub async fn fresh_db(pg: &'static PgServer) -> (String, String) {
     let url = tokio::task::spawn_blocking(move || cache_demo_testkit::fresh_database(pg))
