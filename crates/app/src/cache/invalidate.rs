@@ -188,17 +188,16 @@ impl Cache {
     }
 
     /// What a write owes when its scopes are not known: every token first, so that no load that started before
-    /// can store once its token is gone (a token created since was created after the write); then every other
-    /// key, in a second `SCAN` that starts after the first has ended. A load that stored before its token went
-    /// stored before that second `SCAN` began, so the second one finds its entry and removes it.
+    /// can store once its token is gone (a token created since was created after the write); then every cached
+    /// entry, in a second `SCAN` that starts after the first has ended. A load that stored before its token went
+    /// stored before that second `SCAN` began, so the second one finds its entry and removes it. What the
+    /// replicas share besides the tokens (their counters, the experiments' settings) stays. Returns the entries
+    /// removed.
     async fn unlink_everything(&self) -> Result<Vec<String>, CacheError> {
         let (tokens, _) = self.scan_matching(&self.inner.keyspace.generation_pattern(), usize::MAX).await?;
-        let mut removed = self.unlink_scanned(tokens).await?;
-        removed.extend(self.unlink_matching(|_| true).await?);
-        // A token created between the two may be in both.
-        removed.sort_unstable();
-        removed.dedup();
-        Ok(removed)
+        self.unlink_scanned(tokens).await?;
+        let keyspace = &self.inner.keyspace;
+        self.unlink_matching(|k| !keyspace.is_shared_state(k)).await
     }
 
     async fn unlink_matching(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, CacheError> {

@@ -55,13 +55,15 @@ impl Pending {
         inner.everything || inner.scopes.contains(scope)
     }
 
-    /// What is owed now, to retry; `None` when nothing is.
+    /// What is owed now, to retry; `None` when nothing is. Scopes owed besides "everything" are part of it and
+    /// are dropped here: what is added from now on is owed after it, and stays when it is settled.
     pub fn owed(&self) -> Option<Owed> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
-        let inner = self.lock();
+        let mut inner = self.lock();
         if inner.everything {
+            inner.scopes.clear();
             Some(Owed::Everything)
         } else if inner.scopes.is_empty() {
             None
@@ -74,10 +76,7 @@ impl Pending {
     pub fn settle(&self, owed: &Owed) {
         let mut inner = self.lock();
         match owed {
-            Owed::Everything => {
-                inner.everything = false;
-                inner.scopes.clear();
-            }
+            Owed::Everything => inner.everything = false,
             Owed::Scopes(scopes) => {
                 if !inner.everything {
                     for s in scopes {
@@ -116,7 +115,11 @@ mod tests {
         }
         assert_eq!(p.owed(), Some(Owed::Everything));
         assert!(p.covers(&Scope::Product(-1)));
-        p.settle(&Owed::Everything);
-        assert_eq!(p.owed(), None);
+        let owed = p.owed().expect("owed");
+        p.add(&[Scope::Product(7)]);
+        p.settle(&owed);
+        assert!(p.covers(&Scope::Product(7)), "added while everything was being removed: still owed");
+        assert!(!p.covers(&Scope::Product(1)));
+        assert_eq!(p.owed(), Some(Owed::Scopes(vec![Scope::Product(7)])));
     }
 }
