@@ -269,7 +269,7 @@ async fn a_scope_whose_token_was_evicted_gets_a_new_one_and_caches_again() {
 }
 
 #[tokio::test]
-async fn a_lookup_redis_refuses_is_answered_from_postgresql_and_stores_nothing() {
+async fn a_claim_redis_refuses_is_answered_from_postgresql_and_stores_nothing() {
     let app = TestApp::start().await;
     let redis = shared_redis().await;
     // The token's key holds the wrong type: the lookup reads it as no token, and the claim is refused (WRONGTYPE).
@@ -281,6 +281,21 @@ async fn a_lookup_redis_refuses_is_answered_from_postgresql_and_stores_nothing()
         assert_eq!(r.header("x-cache-error"), "redis unavailable");
     }
     assert_eq!(redis.cli(&["EXISTS", &app.key("product:3")]).expect("EXISTS"), "0", "nothing stored");
+}
+
+#[tokio::test]
+async fn a_catalogue_index_of_the_wrong_type_stores_no_catalogue_entry() {
+    let app = TestApp::start().await;
+    let redis = shared_redis().await;
+    // An entry stored but not listed in the index could never be found by a write: the fill must store nothing.
+    redis.cli(&["SET", &app.key("catalog-index"), "not a sorted set"]).expect("SET");
+    for _ in 0..2 {
+        let r = app.get("/api/categories").await;
+        assert_eq!((r.status.as_u16(), r.x_cache()), (200, "MISS"), "{}", r.text);
+    }
+    assert_eq!(redis.cli(&["EXISTS", &app.key("categories:stats")]).expect("EXISTS"), "0", "nothing stored");
+    assert_eq!(app.get("/api/products/4").await.x_cache(), "MISS");
+    assert_eq!(app.get("/api/products/4").await.x_cache(), "HIT", "a product's entry needs no index");
 }
 
 #[tokio::test]

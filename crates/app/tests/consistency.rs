@@ -66,7 +66,7 @@ async fn tokens_lost_mid_race_never_leave_stale_reads() {
                     .query_async(&mut conn)
                     .await
                     .expect("EVAL");
-                evicted += n;
+                evicted += u32::from(n > 0);
                 // Often enough to land inside many loads (15 ms each), not so often that no fill ever lands.
                 tokio::time::sleep(Duration::from_millis(60)).await;
             }
@@ -76,7 +76,7 @@ async fn tokens_lost_mid_race_never_leave_stale_reads() {
     race(vec![app.clone()]).await;
     stop.store(true, Ordering::SeqCst);
     let evicted = evictor.await.expect("evictor");
-    assert!(evicted > 10, "tokens were removed while the race ran: {evicted} of them");
+    assert!(evicted > 10, "tokens were removed while the race ran, {evicted} times");
 }
 
 /// Writers and readers spread over `apps` (replicas sharing PostgreSQL and Redis).

@@ -51,6 +51,11 @@ async fn the_app_works_with_its_least_rights_and_nothing_more() {
         let hit = app.get(path).await;
         assert_eq!(hit.x_cache(), "HIT", "{path}: {}", hit.text);
     }
+    // A made-up id: the lookup's claim creates a token, the 404 removes it again (FORGET), both under the ACL.
+    let tokens = common::count_keys(&redis, "cache-demo:generation:*");
+    assert_eq!(app.get("/api/products/999999").await.status.as_u16(), 404);
+    app.get("/api/products/1").await;
+    assert_eq!(common::count_keys(&redis, "cache-demo:generation:*"), tokens, "the made-up id's token is gone");
     let update = app.put("/api/products/1", r#"{"price": 12.5}"#).await;
     assert_eq!(update.status.as_u16(), 200, "{}", update.text);
     assert_eq!(update.json["invalidated"]["complete"], true, "{}", update.text);

@@ -5,8 +5,8 @@
 //! the write invalidated the key. To rule that out every entry belongs to a [`Scope`] whose current
 //! *generation token* lives in its own key, `<prefix>:generation:<scope>`:
 //! 1. the lookup (one round trip: `MGET` of the entry and the token) returns the value, or on a miss the scope's
-//!    token; a scope without one first gets a random one (`SET NX GET`, a second round trip, rare: a flush keeps
-//!    the tokens);
+//!    token; a scope without one first gets a random one (the `CLAIM` script, a second round trip, rare: a
+//!    flush keeps the tokens);
 //! 2. the reader loads from PostgreSQL;
 //! 3. the fill script stores the value only if the token is still the same.
 //!

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::flight::{self, Join, Shared};
 use super::keys::{CacheKey, Scope};
 use super::outcome::{Cached, Level, Outcome, Primed};
-use super::scripts::{FILL, FORGET, Token};
+use super::scripts::{CLAIM, FILL, FORGET, Token};
 use super::{Cache, ttl};
 use crate::error::{Error, Result};
 
@@ -355,11 +355,10 @@ fn lookup_reply(reply: ::redis::Value) -> Result<Option<Lookup>, ::redis::RedisE
     }
 }
 
-/// A scope without a token gets one: its miss, with the token to fill under.
+/// A scope without a token gets one (the `CLAIM` script): its miss, with the token to fill under.
 async fn claim(conn: &mut ::redis::aio::ConnectionManager, token_key: &str) -> Result<Lookup, ::redis::RedisError> {
-    let fresh = Token::new();
-    let had: Option<Vec<u8>> = claim_command(token_key, &fresh).query_async(conn).await?;
-    Ok(Lookup::Miss { token: had.map_or_else(|| fresh.as_str().to_owned(), text) })
+    let token: Option<Vec<u8>> = claim_command(token_key, &Token::new()).query_async(conn).await?;
+    token.map(|t| Lookup::Miss { token: text(t) }).ok_or_else(|| unexpected("no token after the claim"))
 }
 
 /// `MGET` the entry, the scope's token and (catalogue entries only) the catalogue index.
@@ -370,10 +369,10 @@ fn lookup_command(full: &str, token_key: &str, index: Option<&str>) -> ::redis::
     }
 }
 
-/// For a scope without a token: `SET NX GET`, one native command that sets `fresh` unless the scope has a token
-/// by now (a write or another lookup set it meanwhile) and returns the token it had, if any.
+/// For a scope without a token: the `CLAIM` script, which sets `fresh` unless the scope has a token by now and
+/// returns whichever it has.
 fn claim_command(token_key: &str, fresh: &Token) -> ::redis::Cmd {
-    command("SET", &[token_key, fresh.as_str(), "NX", "GET"])
+    command("EVAL", &[CLAIM, "1", token_key, fresh.as_str()])
 }
 
 /// A command with its argument list sized up front (it would otherwise grow, and move, on each argument).
@@ -439,7 +438,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lookup_is_one_mget_and_the_claim_one_set() {
+    fn the_lookup_is_one_mget_and_the_claim_one_eval() {
         let packed = |c: &::redis::Cmd| String::from_utf8(c.get_packed_command()).expect("utf-8");
         assert_eq!(
             packed(&lookup_command("p:product:1", "p:generation:product:1", None)),
@@ -450,8 +449,8 @@ mod tests {
         assert!(listed.ends_with("$15\r\np:catalog-index\r\n"), "{listed}");
         let fresh = Token::new();
         let claim = packed(&claim_command("p:generation:product:1", &fresh));
-        assert!(claim.starts_with("*5\r\n$3\r\nSET\r\n$22\r\np:generation:product:1\r\n$16\r\n"), "{claim}");
-        assert!(claim.ends_with(&format!("{}\r\n$2\r\nNX\r\n$3\r\nGET\r\n", fresh.as_str())), "{claim}");
+        assert!(claim.starts_with("*5\r\n$4\r\nEVAL\r\n"), "{claim}");
+        assert!(claim.ends_with(&format!("$22\r\np:generation:product:1\r\n$16\r\n{}\r\n", fresh.as_str())), "{claim}");
     }
 
     #[test]

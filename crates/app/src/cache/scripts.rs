@@ -1,14 +1,23 @@
 //! The Lua scripts that make the generation protocol's compare-and-set steps atomic (see the module doc of
-//! `cache`), and the random tokens they compare. The lookup and the claim of a token need no script: they are
-//! native commands (`read`).
+//! `cache`), and the random tokens they compare. The lookup needs no script: it is one native command (`read`).
+
+/// `KEYS[1]` the scope's token, `ARGV[1]` a fresh token: sets it unless the scope has a token (a write or another
+/// lookup set it meanwhile), and returns whichever it has. Only after a lookup found no token, so rare: sent as
+/// `EVAL`, never `EVALSHA`, which a Redis that has not seen the script refuses. (`SET NX GET` does the same
+/// natively, but only from Redis 7.0.)
+pub const CLAIM: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+";
 
 /// `KEYS[1]` entry, `KEYS[2]` the scope's token, for a catalogue entry `KEYS[3]` the catalogue index; `ARGV`
 /// token read at lookup, value, TTL in ms. Stores the value only while the scope still has that token; 1 when
 /// stored. A catalogue entry is listed in the index with its expiry; expired members are dropped there and then,
-/// so the index holds about as many members as there are live entries, and it expires with them.
+/// so the index holds about as many members as there are live entries, and it expires with them. The index comes
+/// first: if Redis refuses it (a key of the wrong type), the script stops before an entry no write could find is
+/// stored.
 pub const FILL: &str = r"
 if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   if KEYS[3] then
     local t = redis.call('TIME')
     local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -17,6 +26,7 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then
     redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
     if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
   end
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
