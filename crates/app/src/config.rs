@@ -148,6 +148,11 @@ pub struct Config {
     #[arg(long, env = "INVALIDATION_ACK_TIMEOUT_MS", default_value_t = 500)]
     pub invalidation_ack_timeout_ms: u64,
 
+    /// Products whose invalidation a replica keeps owing while Redis cannot take it; past this many, it owes
+    /// everything instead (every token and entry is removed once Redis is back), so the set stays bounded.
+    #[arg(long, env = "INVALIDATION_MAX_OWED", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub invalidation_max_owed: u32,
+
     /// Write-through: after an update, store the new product in the cache instead of only deleting it.
     #[arg(long, env = "WRITE_THROUGH", default_value_t = false, action = clap::ArgAction::Set)]
     pub write_through: bool,
@@ -287,6 +292,7 @@ impl fmt::Debug for Config {
             l1_ttl_ms,
             l1_max_entries,
             invalidation_ack_timeout_ms,
+            invalidation_max_owed,
             write_through,
             warm_on_start,
             warm_interval_secs,
@@ -327,6 +333,7 @@ impl fmt::Debug for Config {
             .field("l1_ttl_ms", l1_ttl_ms)
             .field("l1_max_entries", l1_max_entries)
             .field("invalidation_ack_timeout_ms", invalidation_ack_timeout_ms)
+            .field("invalidation_max_owed", invalidation_max_owed)
             .field("write_through", write_through)
             .field("warm_on_start", warm_on_start)
             .field("warm_interval_secs", warm_interval_secs)

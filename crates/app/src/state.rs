@@ -77,6 +77,7 @@ impl AppState {
                 ttl: Duration::from_millis(config.l1_ttl_ms),
             }),
             invalidation_ack_timeout: Duration::from_millis(config.invalidation_ack_timeout_ms),
+            max_owed_scopes: config.invalidation_max_owed as usize,
         };
         let cache = Cache::new(redis, Keyspace::new(&config.cache_prefix), opts, metrics.clone());
         let admission = Admission::new(config.db_pool_size, config.db_acquire_timeout());

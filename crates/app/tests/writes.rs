@@ -216,6 +216,42 @@ async fn a_write_while_redis_is_full_under_noeviction_is_never_read_stale() {
     assert_eq!(stock(&app, 7).await, (old + 11, "HIT".to_owned()));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_owed_past_the_bound_remove_everything_and_are_never_read_stale() {
+    let (app, redis) = TestApp::start_on_own_redis(RedisOptions::default(), |c| {
+        c.redis_timeout_ms = 200;
+        c.invalidation_max_owed = 2;
+    })
+    .await;
+    let (old8, _) = stock(&app, 8).await;
+    let (old9, _) = stock(&app, 9).await;
+    stock(&app, 10).await;
+    for id in [8, 9, 10] {
+        assert_eq!(stock(&app, id).await.1, "HIT");
+    }
+    // Shared state of the replicas, not a cached value: it must outlive the removal.
+    let lab = app.key("lab:db-delay-ms");
+    let r = redis.clone();
+    let l = lab.clone();
+    blocking(move || r.cli(&["SET", &l, "0"]).expect("SET")).await;
+    pause(&redis, true).await;
+    // Two writes owe three scopes (product:8, product:9, catalog), more than the bound: everything is owed.
+    for (id, stock) in [(8, old8 + 5), (9, old9 + 5)] {
+        let w = app.put(&format!("/api/products/{id}"), &format!(r#"{{"stock": {stock}}}"#)).await;
+        assert_eq!(w.status, 200, "{}", w.text);
+        assert_eq!(w.json["invalidated"]["complete"], false, "{}", w.text);
+    }
+    pause(&redis, false).await;
+    never_stale(&app, 8, old8 + 5, Duration::from_millis(1_000)).await;
+    never_stale(&app, 9, old9 + 5, Duration::from_millis(200)).await;
+    assert_eq!(stock(&app, 8).await, (old8 + 5, "HIT".to_owned()), "the cache is used again");
+    // Product 10 was not written, and its entry went all the same: everything was removed, once.
+    assert_eq!(stock(&app, 10).await.1, "MISS", "product 10's entry was removed with everything else");
+    assert_eq!(stock(&app, 10).await.1, "HIT");
+    let r = redis.clone();
+    assert_eq!(blocking(move || r.cli(&["GET", &lab]).expect("GET")).await, "0", "shared state stays");
+}
+
 /// SIGSTOP (`true`) or SIGCONT the server: Redis frozen, not gone.
 async fn pause(redis: &std::sync::Arc<RedisServer>, stop: bool) {
     let redis = redis.clone();

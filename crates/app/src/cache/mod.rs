@@ -85,6 +85,7 @@ impl Cache {
     pub fn new(redis: Arc<RedisClient>, keyspace: Keyspace, opts: CacheOptions, metrics: Metrics) -> Self {
         let l1 = opts.l1.map(|o| Arc::new(L1::new(o.max_entries, o.ttl, keyspace.clone(), metrics.clone())));
         let flights = Arc::new(Flights::default());
+        let pending = pending::Pending::new(opts.max_owed_scopes);
         let bus = Bus::new(
             redis.clone(),
             &keyspace,
@@ -104,7 +105,7 @@ impl Cache {
                 l1,
                 bus,
                 key_count: admin::KeyCount::default(),
-                pending: pending::Pending::default(),
+                pending,
                 bump: ::redis::Script::new(scripts::BUMP_AND_UNLINK),
                 unlock: ::redis::Script::new(scripts::UNLOCK),
             }),

@@ -16,6 +16,8 @@ pub struct CacheOptions {
     /// `Some` turns the L1 on.
     pub l1: Option<L1Options>,
     pub invalidation_ack_timeout: Duration,
+    /// Distinct scopes an unapplied invalidation may owe before it owes everything (`pending`).
+    pub max_owed_scopes: usize,
 }
 
 /// The in-process L1's size and entry lifetime.

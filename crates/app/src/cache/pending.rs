@@ -9,9 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::keys::Scope;
 
-/// More distinct product scopes than this collapse into "everything": the set stays bounded.
-const MAX_SCOPES: usize = 10_000;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Owed {
     Scopes(Vec<Scope>),
@@ -19,10 +16,11 @@ pub(super) enum Owed {
     Everything,
 }
 
-#[derive(Default)]
 pub(super) struct Pending {
     any: AtomicBool,
     inner: Mutex<Inner>,
+    /// More distinct scopes than this collapse into "everything": the set stays bounded.
+    max_scopes: usize,
 }
 
 #[derive(Default)]
@@ -32,6 +30,10 @@ struct Inner {
 }
 
 impl Pending {
+    pub fn new(max_scopes: usize) -> Self {
+        Pending { any: AtomicBool::new(false), inner: Mutex::default(), max_scopes }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -39,7 +41,7 @@ impl Pending {
     pub fn add(&self, scopes: &[Scope]) {
         let mut inner = self.lock();
         inner.scopes.extend(scopes.iter().cloned());
-        if inner.scopes.len() > MAX_SCOPES {
+        if inner.scopes.len() > self.max_scopes {
             inner.scopes.clear();
             inner.everything = true;
         }
@@ -95,7 +97,7 @@ mod tests {
 
     #[test]
     fn pending_scopes_are_covered_until_settled() {
-        let p = Pending::default();
+        let p = Pending::new(10);
         assert!(!p.covers(&Scope::Catalog));
         p.add(&[Scope::Product(1), Scope::Catalog]);
         assert!(p.covers(&Scope::Product(1)) && p.covers(&Scope::Catalog));
@@ -109,8 +111,8 @@ mod tests {
 
     #[test]
     fn too_many_scopes_become_everything() {
-        let p = Pending::default();
-        for id in 0..=MAX_SCOPES as i32 {
+        let p = Pending::new(10);
+        for id in 0..=10 {
             p.add(&[Scope::Product(id)]);
         }
         assert_eq!(p.owed(), Some(Owed::Everything));
