@@ -102,13 +102,13 @@ impl Cache {
     /// is `Error`.
     pub async fn get_or_load<L: Load>(&self, key: &CacheKey, via: Via, load: L) -> Result<Cached> {
         if via == Via::DatabaseOnly {
-            let (data, db_time) = load_json(load).await?;
+            let (data, db_time) = Box::pin(load_json(load)).await?;
             let cached = Cached { data, outcome: Outcome::Bypass, redis_time: None, db_time: Some(db_time) };
             return Ok(self.record(key, cached));
         }
         if self.invalidation_owed(&key.scope) {
             // A write's invalidation has not reached Redis yet: the cache may hold what it replaced.
-            let (data, db_time) = load_json(load).await?;
+            let (data, db_time) = Box::pin(load_json(load)).await?;
             let cached = Cached { data, outcome: Outcome::Error, redis_time: None, db_time: Some(db_time) };
             return Ok(self.record(key, cached));
         }
@@ -138,10 +138,12 @@ impl Cache {
             Err(_) => Generation::Unknown,
         };
         let coalesce = self.inner.opts.single_flight && via == Via::Cache;
-        let loaded = match self.load_on_miss(key, &full, generation, coalesce, load).await {
+        // Boxed, as every path that loads: a load's state (single-flight, the lock, the queries) is most of this
+        // future's size, and every request moves this future, hits included; a miss pays one allocation instead.
+        let loaded = match Box::pin(self.load_on_miss(key, &full, generation, coalesce, load)).await {
             Err(Error::NotFound(what)) => {
                 if let Generation::Token(token) = generation {
-                    self.forget_generation(key, token).await;
+                    Box::pin(self.forget_generation(key, token)).await;
                 }
                 return Err(Error::NotFound(what));
             }
