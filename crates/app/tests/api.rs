@@ -424,6 +424,9 @@ async fn bad_reads_get_json_errors() {
         ("/api/products?limit=ten", 400),
         ("/api/top-products?limit=1000", 400),
         ("/api/categories?cache=maybe", 400),
+        ("/api/categories?unknown=1", 400),
+        ("/api/products/1?cache=maybe", 400),
+        ("/api/products/1?unknown=1", 400),
         ("/api/products?unknown=1", 400),
         ("/api/nothing-here", 404),
     ];

@@ -6,9 +6,9 @@ use axum::extract::State;
 use axum::routing::get;
 
 use super::Routes;
-use super::extract::ApiQuery;
+use super::extract::{ApiQuery, CacheVia};
 use super::respond::CachedResponse;
-use crate::catalog::{CacheParam, ListParams, Target, parse_via};
+use crate::catalog::{ListParams, Target, parse_via};
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
@@ -16,9 +16,8 @@ pub fn routes() -> Routes {
     Routes::new().route("/api/categories", get(categories)).route("/api/top-products", get(top_products))
 }
 
-async fn categories(State(state): State<AppState>, ApiQuery(p): ApiQuery<CacheParam>) -> Result<CachedResponse> {
+async fn categories(State(state): State<AppState>, CacheVia(via): CacheVia) -> Result<CachedResponse> {
     let started = Instant::now();
-    let via = parse_via(p.cache.as_deref())?;
     CachedResponse::fetch(&state, &Target::Categories, via, started).await
 }
 

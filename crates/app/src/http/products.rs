@@ -11,11 +11,11 @@ use axum::{Json, response::IntoResponse};
 use serde::Serialize;
 
 use super::Routes;
-use super::extract::{Admin, ApiJson, ApiPath, ApiQuery};
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, CacheVia};
 use super::respond::CachedResponse;
 use crate::cache::{Invalidation, Primed, Scope};
 use crate::catalog::input::{CreateBody, UpdateBody};
-use crate::catalog::{CacheParam, ListParams, Target, parse_id, parse_via};
+use crate::catalog::{ListParams, Target, parse_id, parse_via};
 use crate::db::Product;
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -38,11 +38,10 @@ async fn search(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParams>
 async fn product(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(p): ApiQuery<CacheParam>,
+    CacheVia(via): CacheVia,
 ) -> Result<CachedResponse> {
     let started = Instant::now();
     let target = Target::product(&id)?;
-    let via = parse_via(p.cache.as_deref())?;
     CachedResponse::fetch(&state, &target, via, started).await
 }
 
