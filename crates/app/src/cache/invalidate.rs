@@ -121,7 +121,7 @@ impl Cache {
             })
             .collect();
         let direct: Vec<String> = products.iter().map(|k| ks.full(k)).collect();
-        let tokens: Vec<_> = scopes.iter().map(|s| (ks.generation(&s.field()), Token::new())).collect();
+        let tokens: Vec<_> = scopes.iter().map(|s| (ks.generation(&s.name()), Token::new())).collect();
         let catalog = if scopes.contains(&Scope::Catalog) { "1" } else { "0" };
         let index = ks.catalog_index();
         let script = &self.inner.bump;

@@ -33,15 +33,15 @@ pub enum Scope {
 impl Scope {
     /// The scope's name: its generation token's key after `<prefix>:generation:`, and its spelling in
     /// invalidation messages.
-    pub fn field(&self) -> Cow<'static, str> {
+    pub fn name(&self) -> Cow<'static, str> {
         match self {
-            Scope::Catalog => Cow::Borrowed(CATALOG_FIELD),
+            Scope::Catalog => Cow::Borrowed(CATALOG_SCOPE),
             Scope::Product(id) => Cow::Owned(product_name(*id)),
         }
     }
 }
 
-const CATALOG_FIELD: &str = "catalog";
+const CATALOG_SCOPE: &str = "catalog";
 
 /// Scope text of an invalidation message meaning "everything" (a flush).
 pub const ALL_SCOPES: &str = "*";
@@ -67,14 +67,14 @@ impl Dropped<'_> {
 
 /// The scopes of an invalidation message: `product:42,catalog`.
 pub fn format_scopes(scopes: &[Scope]) -> String {
-    scopes.iter().map(Scope::field).collect::<Vec<_>>().join(",")
+    scopes.iter().map(Scope::name).collect::<Vec<_>>().join(",")
 }
 
 /// The inverse of [`format_scopes`]; unknown parts are skipped.
 pub fn parse_scopes(text: &str) -> Vec<Scope> {
     text.split(',')
         .filter_map(|s| match s {
-            CATALOG_FIELD => Some(Scope::Catalog),
+            CATALOG_SCOPE => Some(Scope::Catalog),
             other => other.strip_prefix("product:").and_then(|id| id.parse().ok()).map(Scope::Product),
         })
         .collect()
@@ -128,17 +128,17 @@ impl CacheKey {
         &self.name
     }
 
-    /// [`Scope::field`] of this key's scope, without building it: a product's entry and its generation field
-    /// share the name `product:<id>`.
-    pub fn generation_field(&self) -> &str {
+    /// [`Scope::name`] of this key's scope, without building it: a product's entry and its scope share the name
+    /// `product:<id>`.
+    pub fn scope_name(&self) -> &str {
         match self.scope {
-            Scope::Catalog => CATALOG_FIELD,
+            Scope::Catalog => CATALOG_SCOPE,
             Scope::Product(_) => &self.name,
         }
     }
 }
 
-/// `product:<id>`, the name of a product's entry and of its generation field (built on every request).
+/// `product:<id>`, the name of a product's entry and of its scope (built on every request).
 fn product_name(id: i32) -> String {
     let mut name = String::with_capacity(20);
     name.push_str("product:");
@@ -196,11 +196,11 @@ impl Keyspace {
         full
     }
 
-    /// The key holding the current generation token of the scope named `field` ([`Scope::field`]).
-    pub fn generation(&self, field: &str) -> String {
-        let mut key = String::with_capacity(self.generation_prefix.len() + field.len());
+    /// The key holding the current generation token of the scope named `scope` ([`Scope::name`]).
+    pub fn generation(&self, scope: &str) -> String {
+        let mut key = String::with_capacity(self.generation_prefix.len() + scope.len());
         key.push_str(&self.generation_prefix);
-        key.push_str(field);
+        key.push_str(scope);
         key
     }
 
@@ -311,8 +311,8 @@ mod tests {
         assert_eq!(ks.full(&CacheKey::search("laptop", 20)), "cache-demo:products:search:laptop:20");
         assert_eq!(ks.full(&CacheKey::top_products(10)), "cache-demo:products:top:10");
         assert_eq!(ks.full(&CacheKey::product(1)), "cache-demo:product:1");
-        assert_eq!(ks.generation(CacheKey::product(1).generation_field()), "cache-demo:generation:product:1");
-        assert_eq!(ks.generation(CacheKey::categories().generation_field()), "cache-demo:generation:catalog");
+        assert_eq!(ks.generation(CacheKey::product(1).scope_name()), "cache-demo:generation:product:1");
+        assert_eq!(ks.generation(CacheKey::categories().scope_name()), "cache-demo:generation:catalog");
         assert_eq!(ks.generation_pattern(), "cache-demo:generation:*");
         assert_eq!(ks.fleet(), "cache-demo:fleet");
         assert_eq!(ks.lab_maxmemory(), "cache-demo:lab:configured-maxmemory");
@@ -403,11 +403,11 @@ mod tests {
     }
 
     #[test]
-    fn scope_fields() {
-        assert_eq!(CacheKey::product(7).scope.field(), "product:7");
-        assert_eq!(CacheKey::categories().scope.field(), "catalog");
+    fn scope_names() {
+        assert_eq!(CacheKey::product(7).scope.name(), "product:7");
+        assert_eq!(CacheKey::categories().scope.name(), "catalog");
         for key in [CacheKey::product(7), CacheKey::categories(), CacheKey::top_products(5)] {
-            assert_eq!(key.generation_field(), key.scope.field());
+            assert_eq!(key.scope_name(), key.scope.name());
         }
     }
 }

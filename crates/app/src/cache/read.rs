@@ -189,7 +189,7 @@ impl Cache {
     /// One round trip: the value, or the scope's generation token; a second one (`claim`) only when the scope has
     /// no token yet (see [`send_lookup`]).
     async fn lookup(&self, key: &CacheKey, full: &str) -> Result<Lookup, super::CacheError> {
-        let token_key = self.inner.keyspace.generation(key.generation_field());
+        let token_key = self.inner.keyspace.generation(key.scope_name());
         let token_key = token_key.as_str();
         let index = self.catalog_index_of(key);
         let redis = &self.inner.redis;
@@ -275,7 +275,7 @@ impl Cache {
         let ttl = ttl::random_jitter(*self.inner.opts.ttls.get(key.endpoint), self.inner.opts.ttl_jitter_pct);
         let index = self.catalog_index_of(key);
         let mut cmd = ::redis::cmd("EVAL");
-        let token_key = self.inner.keyspace.generation(key.generation_field());
+        let token_key = self.inner.keyspace.generation(key.scope_name());
         cmd.arg(FILL).arg(if index.is_some() { 3 } else { 2 }).arg(full).arg(token_key);
         if let Some(index) = index {
             cmd.arg(index);
@@ -293,7 +293,7 @@ impl Cache {
     /// or another lookup replaced it), queued like a fill, so tokens are kept only for what exists.
     async fn forget_generation(&self, key: &CacheKey, token: &str) {
         let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(FORGET).arg(1).arg(self.inner.keyspace.generation(key.generation_field())).arg(token);
+        cmd.arg(FORGET).arg(1).arg(self.inner.keyspace.generation(key.scope_name())).arg(token);
         let _ = self.inner.redis.send_without_reply("forget_generation", cmd).await;
     }
 
@@ -416,7 +416,7 @@ impl ProductLookup {
         id: i32,
     ) -> ::redis::RedisResult<Option<Bytes>> {
         let key = CacheKey::product(id);
-        let (full, token_key) = (self.keyspace.full(&key), self.keyspace.generation(key.generation_field()));
+        let (full, token_key) = (self.keyspace.full(&key), self.keyspace.generation(key.scope_name()));
         match send_lookup(conn, &full, &token_key, None).await? {
             Some(Lookup::Hit(value)) => Ok(Some(value)),
             Some(Lookup::Miss { .. }) => Ok(None),
