@@ -284,6 +284,23 @@ async fn a_claim_redis_refuses_is_answered_from_postgresql_and_stores_nothing() 
 }
 
 #[tokio::test]
+async fn a_catalogue_hit_keeps_the_catalogue_index_as_recently_used_as_its_entries() {
+    let app = TestApp::start().await;
+    let redis = shared_redis().await;
+    let index = app.key("catalog-index");
+    assert_eq!(app.get("/api/categories").await.x_cache(), "MISS");
+    assert_eq!(app.get("/api/products/5").await.x_cache(), "MISS");
+    // Redis's LRU clock counts whole seconds: let the index age, then hit a catalogue entry, and a product's.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let idle = || redis.cli(&["OBJECT", "IDLETIME", &index]).expect("IDLETIME").parse::<u64>().expect("seconds");
+    assert!(idle() >= 2, "the index aged");
+    assert_eq!(app.get("/api/products/5").await.x_cache(), "HIT");
+    assert!(idle() >= 2, "a product's lookup does not read the index");
+    assert_eq!(app.get("/api/categories").await.x_cache(), "HIT");
+    assert!(idle() <= 1, "a catalogue lookup read the index");
+}
+
+#[tokio::test]
 async fn a_catalogue_index_of_the_wrong_type_stores_no_catalogue_entry() {
     let app = TestApp::start().await;
     let redis = shared_redis().await;
