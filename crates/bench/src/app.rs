@@ -73,6 +73,10 @@ pub struct Delta {
     pub db_queries: Option<f64>,
     pub evicted_keys: Option<u64>,
     pub cpu_seconds: Option<f64>,
+    /// The server's context switches (only where the bench reads them around a run).
+    pub switches: Option<ContextSwitches>,
+    /// CPU time of the bench process itself, the load generator, over the run (same).
+    pub load_cpu_seconds: Option<f64>,
 }
 
 impl Delta {
@@ -82,6 +86,8 @@ impl Delta {
             db_queries: before.db_queries.zip(after.db_queries).map(|(b, a)| counter_delta(b, a)),
             evicted_keys: before.evicted_keys.zip(after.evicted_keys).map(|(b, a)| a.saturating_sub(b)),
             cpu_seconds: before.cpu_seconds.zip(after.cpu_seconds).map(|(b, a)| counter_delta(b, a)),
+            switches: None,
+            load_cpu_seconds: None,
         }
     }
 
@@ -97,6 +103,47 @@ impl Delta {
             db_queries: self.db_queries.zip(other.db_queries).map(|(a, b)| a + b),
             evicted_keys: self.evicted_keys.zip(other.evicted_keys).map(|(a, b)| a + b),
             cpu_seconds: self.cpu_seconds.zip(other.cpu_seconds).map(|(a, b)| a + b),
+            switches: self.switches.zip(other.switches).map(|(a, b)| a.plus(b)),
+            load_cpu_seconds: self.load_cpu_seconds.zip(other.load_cpu_seconds).map(|(a, b)| a + b),
+        }
+    }
+}
+
+/// How often a process's threads left the CPU: `voluntary` when one had nothing to do and waited (for a
+/// request, a reply, a lock), `involuntary` when the scheduler took the core from it for another thread.
+/// Summed over the threads of `/proc/<pid>/task/*/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextSwitches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+impl ContextSwitches {
+    /// The switches of every thread of process `pid` until now.
+    pub fn of(pid: u32) -> Option<ContextSwitches> {
+        let process = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+        let mut sum = ContextSwitches::default();
+        for task in process.tasks().ok()?.flatten() {
+            // A thread that ends between the listing and the read is skipped: its switches are few.
+            let Ok(status) = task.status() else { continue };
+            sum.voluntary += status.voluntary_ctxt_switches?;
+            sum.involuntary += status.nonvoluntary_ctxt_switches?;
+        }
+        Some(sum)
+    }
+
+    /// What happened from `before` to `self`.
+    pub fn since(self, before: ContextSwitches) -> ContextSwitches {
+        ContextSwitches {
+            voluntary: self.voluntary.saturating_sub(before.voluntary),
+            involuntary: self.involuntary.saturating_sub(before.involuntary),
+        }
+    }
+
+    pub fn plus(self, other: ContextSwitches) -> ContextSwitches {
+        ContextSwitches {
+            voluntary: self.voluntary + other.voluntary,
+            involuntary: self.involuntary + other.involuntary,
         }
     }
 }
@@ -336,6 +383,21 @@ process_resident_memory_bytes 2.5165824e7
         assert_eq!(cpu_seconds_from_stat("garbage"), None);
         let own = process_cpu_seconds(std::process::id()).expect("our own stat");
         assert!(own >= 0.0);
+    }
+
+    #[test]
+    fn a_thread_that_sleeps_switches_voluntarily() {
+        let pid = std::process::id();
+        let before = ContextSwitches::of(pid).expect("our own threads");
+        // Each sleep gives up the core: a voluntary switch of this thread, which the sum includes.
+        for _ in 0..3 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let spent = ContextSwitches::of(pid).expect("our own threads").since(before);
+        assert!(spent.voluntary >= 3, "{spent:?}");
+        assert_eq!(ContextSwitches::of(u32::MAX), None);
+        let sum = spent.plus(ContextSwitches { voluntary: 1, involuntary: 2 });
+        assert_eq!((sum.voluntary, sum.involuntary), (spent.voluntary + 1, spent.involuntary + 2));
     }
 
     #[test]

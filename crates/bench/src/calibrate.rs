@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use http::Method;
 use indicatif::ProgressBar;
 
-use crate::app::{Delta, SpawnedApp, process_cpu_seconds};
+use crate::app::{ContextSwitches, Delta, SpawnedApp, process_cpu_seconds};
 use crate::client::Target;
 use crate::load::{self, LoadResult, LoadSpec};
 use crate::report::{Calibration, RunStats};
@@ -66,13 +66,22 @@ pub async fn alternate(
                 timeout,
             };
             let before = subject.pid.and_then(process_cpu_seconds);
+            let switches_before = subject.pid.and_then(ContextSwitches::of);
             let redis_before = redis_pid.and_then(process_cpu_seconds);
+            let load_before = process_cpu_seconds(std::process::id());
             let result = load::run(&subject.target, &spec, &ProgressBar::hidden()).await?;
+            let load_after = process_cpu_seconds(std::process::id());
             let after = subject.pid.and_then(process_cpu_seconds);
+            let switches_after = subject.pid.and_then(ContextSwitches::of);
             let redis_after = redis_pid.and_then(process_cpu_seconds);
             let spent = redis_before.zip(redis_after).map(|(b, a)| a - b);
             redis_cpu[i] = redis_cpu[i].zip(spent).map(|(sum, s)| sum + s);
-            let delta = Delta { cpu_seconds: before.zip(after).map(|(b, a)| a - b), ..Delta::default() };
+            let delta = Delta {
+                cpu_seconds: before.zip(after).map(|(b, a)| a - b),
+                switches: switches_before.zip(switches_after).map(|(b, a)| a.since(b)),
+                load_cpu_seconds: load_before.zip(load_after).map(|(b, a)| a - b),
+                ..Delta::default()
+            };
             add_slice(&mut sums[i], result, delta);
         }
     }

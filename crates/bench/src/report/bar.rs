@@ -54,7 +54,9 @@ pub struct Bar {
     pub miss_round_trips: f64,
     /// Resident memory of the app after the standard scenario, below this.
     pub rss_bytes: f64,
-    /// The app's `/healthz`: at least this fraction of the static reference's requests/s, same run.
+    /// The app's `/healthz`: at least this fraction of the static reference's requests/s, same run, and at least
+    /// this fraction of its requests per CPU second (what the share would be if each server had the cores to
+    /// itself; the requests/s of two servers that cost less than the load generator are mostly its own).
     pub healthz_of_static_ref: f64,
     /// Cache hits (Redis only): at least this fraction of the Redis reference's requests/s, same run…
     pub hit_of_redis_ref: f64,
@@ -124,6 +126,15 @@ impl Bar {
         )
     }
 
+    fn healthz_cpu_goal(&self) -> String {
+        format!(
+            "`/healthz` per CPU second of the server: ≥ {}% of the static reference's (CPU per request ≤ {}× its), in \
+             turns in the same run",
+            plain(self.healthz_of_static_ref * 100.0),
+            fmt_against(1.0 / self.healthz_of_static_ref, 1.0 / self.healthz_of_static_ref, 2)
+        )
+    }
+
     fn hit_ref_goal(&self) -> String {
         format!(
             "Cache hits, Redis only (L1 off): ≥ {}% of the Redis reference's requests/s, in turns in the same run",
@@ -178,6 +189,7 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
             bar.hit_lookup_goal(),
             bar.hit_ref_p99_goal(),
             bar.hit_cpu_goal(),
+            bar.healthz_cpu_goal(),
         ]
         .into_iter()
         .map(not_measured)
@@ -223,6 +235,26 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
         },
         _ => Goal {
             goal: bar.hit_cpu_goal(),
+            measured: "CPU time not read (servers not started by the bench)".into(),
+            status: Status::NotMeasured,
+        },
+    });
+    goals.push(match (c.healthz.app_cpu_us_per_request, c.static_ref.app_cpu_us_per_request, c.healthz_cpu_ratio()) {
+        (Some(app), Some(reference), Some(x)) => {
+            let share = 1.0 / x;
+            Goal {
+                goal: bar.healthz_cpu_goal(),
+                measured: format!(
+                    "{} µs against {} µs per request = {} of its requests per CPU second",
+                    fmt_us(app),
+                    fmt_us(reference),
+                    fmt_share_against(share, bar.healthz_of_static_ref)
+                ),
+                status: Status::from_bool(share >= bar.healthz_of_static_ref),
+            }
+        }
+        _ => Goal {
+            goal: bar.healthz_cpu_goal(),
             measured: "CPU time not read (servers not started by the bench)".into(),
             status: Status::NotMeasured,
         },

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::bar::BAR;
-use super::types::{Comparison, Report, RunStats};
+use super::types::{Calibration, Comparison, Report, RunStats};
 use crate::summary::{Latency, ratio};
 use crate::workload::{CacheMode, Endpoint};
 
@@ -17,6 +17,7 @@ const READING_COUNTERS: &str = include_str!("prose/reading-counters.md");
 const READING_CPU: &str = include_str!("prose/reading-cpu.md");
 const READING_MAXMEMORY: &str = include_str!("prose/reading-maxmemory.md");
 const CALIBRATION: &str = include_str!("prose/calibration.md");
+const CALIBRATION_SCHEDULER: &str = include_str!("prose/calibration-scheduler.md");
 
 /// `template` with each `(placeholder, value)` put in.
 fn fill(template: &str, values: &[(&str, String)]) -> String {
@@ -425,6 +426,7 @@ impl Report {
             1,
             &rows,
         );
+        render_scheduler(c, out);
     }
 
     fn render_by_connections(&self, out: &mut String) {
@@ -552,4 +554,47 @@ impl Report {
         }
         out.push_str(READING_MAXMEMORY);
     }
+}
+
+/// The calibrated runs seen from the scheduler: the load generator's CPU per request and each server's context
+/// switches, when the bench read them.
+fn render_scheduler(c: &Calibration, out: &mut String) {
+    let runs = [
+        ("app, `GET /healthz`", &c.healthz),
+        ("static reference, `GET /healthz`", &c.static_ref),
+        ("app, `GET /api/products/{id}` hits (L1 off)", &c.hits),
+        ("Redis reference, the same hits", &c.redis_ref),
+        ("lookup reference, the same hits", &c.lookup_ref),
+    ];
+    if runs.iter().all(|(_, r)| r.load_cpu_us_per_request.is_none() && r.switches_per_1k.is_none()) {
+        return;
+    }
+    out.push_str(CALIBRATION_SCHEDULER);
+    let one = |v: f64| format!("{v:.1}");
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|(what, r)| {
+            vec![
+                (*what).to_owned(),
+                fmt_int(r.requests_per_s),
+                opt(r.app_cpu_us_per_request, one),
+                opt(r.load_cpu_us_per_request, one),
+                opt(r.switches_per_1k.map(|s| s.waited), fmt_int),
+                opt(r.switches_per_1k.map(|s| s.preempted), fmt_int),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "server, request",
+            "requests/s",
+            "server CPU µs/request",
+            "load generator CPU µs/request",
+            "server waited, per 1,000 requests",
+            "server preempted, per 1,000 requests",
+        ],
+        1,
+        &rows,
+    );
 }

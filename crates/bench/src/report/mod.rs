@@ -14,7 +14,9 @@ mod types;
 pub use self::bar::{BAR, Bar, Goal, Status, evaluate_bar};
 pub use self::markdown::{fmt_int, fmt_mb, fmt_ms, fmt_pct, fmt_share, fmt_x};
 pub use self::splice::{BEGIN, END, splice};
-pub use self::types::{AppRun, Calibration, Comparison, Environment, MissPath, Report, RunStats, Settings, Speedup};
+pub use self::types::{
+    AppRun, Calibration, Comparison, Environment, MissPath, Report, RunStats, Settings, Speedup, SwitchRates,
+};
 
 /// `YYYY-MM-DD HH:MM UTC` of `secs` since the Unix epoch.
 pub fn utc_date(secs: u64) -> String {

@@ -24,6 +24,8 @@ fn run(endpoint: Endpoint, cache: CacheMode, rps: f64, p50: f64) -> RunStats {
         db_queries_per_s: None,
         evicted_keys: None,
         app_cpu_us_per_request: None,
+        load_cpu_us_per_request: None,
+        switches_per_1k: None,
         first_error: None,
     }
 }
@@ -178,10 +180,24 @@ fn the_bar_is_measured_never_assumed() {
     let statuses: Vec<Status> = bar.iter().map(|g| g.status).collect();
     use Status::*;
     // rps, p99, L1 vs ceiling (32k of 40k = 80%), server hit p50 one connection, under load, miss path, memory,
-    // then the five goals against the reference servers.
+    // then the six goals against the reference servers.
     assert_eq!(
         statuses,
-        [Met, Met, NotMet, Met, Met, NotMet, NotMet, NotMeasured, NotMeasured, NotMeasured, NotMeasured, NotMeasured]
+        [
+            Met,
+            Met,
+            NotMet,
+            Met,
+            Met,
+            NotMet,
+            NotMet,
+            NotMeasured,
+            NotMeasured,
+            NotMeasured,
+            NotMeasured,
+            NotMeasured,
+            NotMeasured
+        ]
     );
     assert_eq!(bar[2].measured, "32,000 of 40,000 requests/s = 80.0%");
     // The 8-connection run (16,800 requests/s) is below 20,000: the 32-connection run is the one judged.
@@ -257,7 +273,7 @@ fn calibration(hit_rps: f64, hit_p99: f64, hit_cpu: f64) -> Calibration {
 #[test]
 fn the_app_is_judged_as_a_share_of_its_references() {
     use Status::*;
-    let judged = |c: &Calibration| -> Vec<Goal> { evaluate_bar(&[], None, Some(c))[7..].to_vec() };
+    let judged = |c: &Calibration| -> Vec<Goal> { evaluate_bar(&[], None, Some(c))[7..12].to_vec() };
     // /healthz 36k of 40k = 90%; hits 22.5k of 25k = 90% (of the lookup reference's 24k: 93.8%), p99 4.9 ms,
     // 24 µs against 20 µs = 1.2×: all met.
     let goals = judged(&calibration(22_500.0, 4.9, 24.0));
@@ -300,6 +316,27 @@ fn the_app_is_judged_as_a_share_of_its_references() {
 }
 
 #[test]
+fn healthz_is_judged_per_cpu_second_too() {
+    let judged = |c: &Calibration| -> Goal { evaluate_bar(&[], None, Some(c))[12].clone() };
+    let mut c = calibration(22_500.0, 4.9, 24.0);
+    // 12 µs against 8 µs: 66.7% of the reference's requests per CPU second, although its requests/s share is 90%.
+    let goal = judged(&c);
+    assert!(goal.goal.starts_with("`/healthz` per CPU second of the server: ≥ 90%"), "{}", goal.goal);
+    assert!(goal.goal.contains("≤ 1.11×"), "{}", goal.goal);
+    assert_eq!(
+        (goal.measured.as_str(), goal.status),
+        ("12.0 µs against 8.0 µs per request = 66.7% of its requests per CPU second", Status::NotMet)
+    );
+    c.healthz.app_cpu_us_per_request = Some(8.8);
+    assert_eq!(judged(&c).status, Status::Met, "{:?}", judged(&c));
+    c.healthz.app_cpu_us_per_request = Some(8.9);
+    assert_eq!(judged(&c).status, Status::NotMet, "{:?}", judged(&c));
+    c.static_ref.app_cpu_us_per_request = None;
+    assert_eq!(judged(&c).status, Status::NotMeasured);
+    assert_eq!(evaluate_bar(&[], None, None)[12].status, Status::NotMeasured);
+}
+
+#[test]
 fn the_calibration_renders_beside_the_references() {
     let report = Report { calibration: Some(calibration(18_000.0, 5.5, 30.0)), ..custom_report() };
     let md = report.to_markdown();
@@ -321,6 +358,22 @@ fn the_calibration_renders_beside_the_references() {
         ),
         "{md}"
     );
+}
+
+#[test]
+fn the_scheduler_table_shows_what_the_bench_read() {
+    let mut c = calibration(18_000.0, 5.5, 30.0);
+    // Without the load generator's CPU or any context switches there is nothing to show.
+    let md = Report { calibration: Some(c.clone()), ..custom_report() }.to_markdown();
+    assert!(!md.contains("load generator CPU µs/request"), "{md}");
+    c.healthz.load_cpu_us_per_request = Some(7.46);
+    c.healthz.switches_per_1k = Some(SwitchRates { waited: 1.7, preempted: 2.2 });
+    c.static_ref.load_cpu_us_per_request = Some(7.9);
+    let md = Report { calibration: Some(c), ..custom_report() }.to_markdown();
+    assert!(md.contains("as the scheduler saw them"), "{md}");
+    assert!(md.contains("| app, `GET /healthz` | 36,000 | 12.0 | 7.5 | 2 | 2 |"), "{md}");
+    assert!(md.contains("| static reference, `GET /healthz` | 40,000 | 8.0 | 7.9 | – | – |"), "{md}");
+    assert!(md.contains("| Redis reference, the same hits | 25,000 | 20.0 | – | – | – |"), "{md}");
 }
 
 #[test]

@@ -39,7 +39,19 @@ pub struct RunStats {
     /// CPU time of the app process per request answered, in microseconds (an app the bench started only):
     /// what a request costs the server, whatever the load generator costs.
     pub app_cpu_us_per_request: Option<f64>,
+    /// CPU time of the load generator (this process) per request answered, in microseconds, and the server's
+    /// context switches per 1,000 requests answered: read only in the calibrated runs.
+    pub load_cpu_us_per_request: Option<f64>,
+    pub switches_per_1k: Option<SwitchRates>,
     pub first_error: Option<String>,
+}
+
+/// A server's context switches per 1,000 requests answered: `waited` (it had nothing to do) and `preempted`
+/// (the scheduler gave its core to another thread). See [`ContextSwitches`](crate::app::ContextSwitches).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SwitchRates {
+    pub waited: f64,
+    pub preempted: f64,
 }
 
 impl RunStats {
@@ -53,7 +65,12 @@ impl RunStats {
         d: &Delta,
     ) -> RunStats {
         let secs = r.elapsed.as_secs_f64();
-        let cpu = d.cpu_seconds.filter(|_| r.answered() > 0).map(|c| c * 1e6 / r.answered() as f64);
+        let answered = r.answered() as f64;
+        let per_request_us = |seconds: Option<f64>| seconds.filter(|_| answered > 0.0).map(|c| c * 1e6 / answered);
+        let switches_per_1k = d.switches.filter(|_| answered > 0.0).map(|s| SwitchRates {
+            waited: s.voluntary as f64 * 1000.0 / answered,
+            preempted: s.involuntary as f64 * 1000.0 / answered,
+        });
         RunStats {
             endpoint,
             cache,
@@ -72,7 +89,9 @@ impl RunStats {
             hit_ratio: if endpoint.cacheable() && cache == CacheMode::On { d.counters.hit_ratio() } else { None },
             db_queries_per_s: d.db_queries.map(|q| per_second(q, secs)),
             evicted_keys: d.evicted_keys,
-            app_cpu_us_per_request: cpu,
+            app_cpu_us_per_request: per_request_us(d.cpu_seconds),
+            load_cpu_us_per_request: per_request_us(d.load_cpu_seconds),
+            switches_per_1k,
             first_error: r.first_error.clone(),
         }
     }
