@@ -265,6 +265,8 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
     match (runs.next(), runs.next(), runs.next(), runs.next(), runs.next()) {
         (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref), Some(lookup_ref)) => Ok(Calibration {
             slices: CALIBRATION_SLICES,
+            healthz_redis_cpu_us: healthz.redis_cpu_us_per_request,
+            static_ref_redis_cpu_us: static_ref.redis_cpu_us_per_request,
             healthz: healthz.stats,
             static_ref: static_ref.stats,
             hits_redis_cpu_us: hits.redis_cpu_us_per_request,

@@ -560,25 +560,30 @@ impl Report {
 /// switches, when the bench read them.
 fn render_scheduler(c: &Calibration, out: &mut String) {
     let runs = [
-        ("app, `GET /healthz`", &c.healthz),
-        ("static reference, `GET /healthz`", &c.static_ref),
-        ("app, `GET /api/products/{id}` hits (L1 off)", &c.hits),
-        ("Redis reference, the same hits", &c.redis_ref),
-        ("lookup reference, the same hits", &c.lookup_ref),
+        ("app, `GET /healthz`", &c.healthz, c.healthz_redis_cpu_us),
+        ("static reference, `GET /healthz`", &c.static_ref, c.static_ref_redis_cpu_us),
+        ("app, `GET /api/products/{id}` hits (L1 off)", &c.hits, c.hits_redis_cpu_us),
+        ("Redis reference, the same hits", &c.redis_ref, c.redis_ref_redis_cpu_us),
+        ("lookup reference, the same hits", &c.lookup_ref, c.lookup_ref_redis_cpu_us),
     ];
-    if runs.iter().all(|(_, r)| r.load_cpu_us_per_request.is_none() && r.switches_per_1k.is_none()) {
+    if runs.iter().all(|(_, r, _)| r.load_cpu_us_per_request.is_none() && r.switches_per_1k.is_none()) {
         return;
     }
     out.push_str(CALIBRATION_SCHEDULER);
     let one = |v: f64| format!("{v:.1}");
     let rows: Vec<Vec<String>> = runs
         .iter()
-        .map(|(what, r)| {
+        .map(|(what, r, redis)| {
+            let all = [r.app_cpu_us_per_request, r.load_cpu_us_per_request, *redis]
+                .into_iter()
+                .try_fold(0.0, |sum, v| v.map(|v| sum + v));
             vec![
                 (*what).to_owned(),
                 fmt_int(r.requests_per_s),
                 opt(r.app_cpu_us_per_request, one),
                 opt(r.load_cpu_us_per_request, one),
+                opt(*redis, one),
+                opt(all, one),
                 opt(r.switches_per_1k.map(|s| s.waited), fmt_int),
                 opt(r.switches_per_1k.map(|s| s.preempted), fmt_int),
             ]
@@ -591,6 +596,8 @@ fn render_scheduler(c: &Calibration, out: &mut String) {
             "requests/s",
             "server CPU µs/request",
             "load generator CPU µs/request",
+            "Redis CPU µs/request",
+            "all three, CPU µs/request",
             "server waited, per 1,000 requests",
             "server preempted, per 1,000 requests",
         ],

@@ -267,6 +267,8 @@ fn calibration(hit_rps: f64, hit_p99: f64, hit_cpu: f64) -> Calibration {
         hits_redis_cpu_us: Some(9.0),
         redis_ref_redis_cpu_us: Some(6.0),
         lookup_ref_redis_cpu_us: Some(8.5),
+        healthz_redis_cpu_us: Some(0.1),
+        static_ref_redis_cpu_us: Some(0.1),
     }
 }
 
@@ -371,9 +373,10 @@ fn the_scheduler_table_shows_what_the_bench_read() {
     c.static_ref.load_cpu_us_per_request = Some(7.9);
     let md = Report { calibration: Some(c), ..custom_report() }.to_markdown();
     assert!(md.contains("as the scheduler saw them"), "{md}");
-    assert!(md.contains("| app, `GET /healthz` | 36,000 | 12.0 | 7.5 | 2 | 2 |"), "{md}");
-    assert!(md.contains("| static reference, `GET /healthz` | 40,000 | 8.0 | 7.9 | – | – |"), "{md}");
-    assert!(md.contains("| Redis reference, the same hits | 25,000 | 20.0 | – | – | – |"), "{md}");
+    assert!(md.contains("| app, `GET /healthz` | 36,000 | 12.0 | 7.5 | 0.1 | 19.6 | 2 | 2 |"), "{md}");
+    assert!(md.contains("| static reference, `GET /healthz` | 40,000 | 8.0 | 7.9 | 0.1 | 16.0 | – | – |"), "{md}");
+    // Without the load generator's CPU there is no sum.
+    assert!(md.contains("| Redis reference, the same hits | 25,000 | 20.0 | – | 6.0 | – | – | – |"), "{md}");
 }
 
 #[test]

@@ -218,6 +218,9 @@ pub struct Calibration {
     pub hits_redis_cpu_us: Option<f64>,
     pub redis_ref_redis_cpu_us: Option<f64>,
     pub lookup_ref_redis_cpu_us: Option<f64>,
+    /// The same during the two `/healthz` runs, which do not use Redis (its own timers, other clients).
+    pub healthz_redis_cpu_us: Option<f64>,
+    pub static_ref_redis_cpu_us: Option<f64>,
 }
 
 impl Calibration {
