@@ -473,4 +473,36 @@ mod tests {
         assert!(lookup_reply(Array(vec![])).is_err());
         assert!(lookup_reply(value()).is_err(), "not a list");
     }
+
+    /// Two lookups that both found no token claim one each: the second gets the first one's, as a lookup gets a
+    /// write's that came first, so both load under the token the scope keeps.
+    #[tokio::test]
+    async fn a_claim_keeps_the_token_another_claim_or_a_write_set_first() {
+        let redis = tokio::task::spawn_blocking(cache_demo_testkit::shared_redis).await.expect("Redis");
+        let client = ::redis::Client::open(redis.url()).expect("url");
+        let mut conn = ::redis::aio::ConnectionManager::new(client).await.expect("connection");
+        let key = format!("claim-race-{}:generation:product:1", std::process::id());
+        let stored = |conn: &mut ::redis::aio::ConnectionManager| {
+            let mut conn = conn.clone();
+            let key = key.clone();
+            async move { ::redis::cmd("GET").arg(&key).query_async::<Option<String>>(&mut conn).await.expect("GET") }
+        };
+
+        let Lookup::Miss { token: first } = claim(&mut conn, &key).await.expect("first claim") else {
+            panic!("a claim is a miss")
+        };
+        assert_eq!(stored(&mut conn).await.as_deref(), Some(first.as_str()), "the first claim sets its token");
+        let Lookup::Miss { token: second } = claim(&mut conn, &key).await.expect("second claim") else {
+            panic!("a claim is a miss")
+        };
+        assert_eq!(second, first, "the second claim answers the token it found, not its own");
+        assert_eq!(stored(&mut conn).await.as_deref(), Some(first.as_str()));
+
+        // A write's token, set between a lookup and its claim, is kept the same way.
+        let written = Token::new();
+        ::redis::cmd("SET").arg(&key).arg(written.as_str()).query_async::<()>(&mut conn).await.expect("SET");
+        let Lookup::Miss { token } = claim(&mut conn, &key).await.expect("claim") else { panic!("a miss") };
+        assert_eq!(token, written.as_str());
+        ::redis::cmd("DEL").arg(&key).query_async::<()>(&mut conn).await.expect("DEL");
+    }
 }
