@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::markdown::{fmt_int, fmt_mb, fmt_ms, fmt_pct};
+use super::markdown::{fmt_int, fmt_mb, fmt_ms, fmt_pct, fmt_us};
 use super::types::{AppRun, Calibration, MissPath, RunStats};
 use crate::app::L1State;
 
@@ -275,11 +275,6 @@ fn fmt_against(x: f64, limit: f64, decimals: usize) -> String {
 /// A share judged against `min`: `91.7%`, and `89.96%` rather than the `90.0%` it fails.
 fn fmt_share_against(share: f64, min: f64) -> String {
     format!("{}%", fmt_against(share * 100.0, min * 100.0, 1))
-}
-
-/// CPU microseconds per request: `12.3`.
-fn fmt_us(v: f64) -> String {
-    format!("{v:.1}")
 }
 
 pub fn evaluate_bar(apps: &[AppRun], miss_path: Option<&MissPath>, calibration: Option<&Calibration>) -> Vec<Goal> {

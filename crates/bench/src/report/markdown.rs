@@ -72,6 +72,11 @@ pub fn fmt_mb(bytes: f64) -> String {
 
 const NONE: &str = "–";
 
+/// CPU microseconds per request, to a tenth: `7.4`.
+pub(super) fn fmt_us(v: f64) -> String {
+    format!("{v:.1}")
+}
+
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map_or_else(|| NONE.to_owned(), f)
 }
@@ -329,8 +334,8 @@ impl Report {
                     opt(hit.and_then(RunStats::p50), fmt_ms),
                     opt(hit.and_then(|h| h.latency).map(|l| l.p99_ms), fmt_ms),
                     opt(hit.and_then(RunStats::server_p50), fmt_ms),
-                    opt(a.ceiling.as_ref().and_then(|c| c.app_cpu_us_per_request), fmt_int),
-                    opt(hit.and_then(|h| h.app_cpu_us_per_request), fmt_int),
+                    opt(a.ceiling.as_ref().and_then(|c| c.app_cpu_us_per_request), fmt_us),
+                    opt(hit.and_then(|h| h.app_cpu_us_per_request), fmt_us),
                     opt(a.rss_bytes, fmt_mb),
                 ]
             })
@@ -358,10 +363,10 @@ impl Report {
     fn render_calibration(&self, out: &mut String) {
         let Some(c) = &self.calibration else { return };
         out.push_str(&CALIBRATION.replace("{slices}", &c.slices.to_string()));
-        let cpu = |r: &RunStats| opt(r.app_cpu_us_per_request, |v| format!("{v:.1}"));
+        let cpu = |r: &RunStats| opt(r.app_cpu_us_per_request, fmt_us);
         let p50 = |r: &RunStats| opt(r.p50(), fmt_ms);
         let p99 = |r: &RunStats| opt(r.latency.map(|l| l.p99_ms), fmt_ms);
-        let us = |v: Option<f64>| opt(v, |v| format!("{v:.1}"));
+        let us = |v: Option<f64>| opt(v, fmt_us);
         let row = |what: &str,
                    app: &RunStats,
                    reference: &RunStats,
@@ -570,7 +575,6 @@ fn render_scheduler(c: &Calibration, out: &mut String) {
         return;
     }
     out.push_str(CALIBRATION_SCHEDULER);
-    let one = |v: f64| format!("{v:.1}");
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|(what, r, redis)| {
@@ -580,10 +584,10 @@ fn render_scheduler(c: &Calibration, out: &mut String) {
             vec![
                 (*what).to_owned(),
                 fmt_int(r.requests_per_s),
-                opt(r.app_cpu_us_per_request, one),
-                opt(r.load_cpu_us_per_request, one),
-                opt(*redis, one),
-                opt(all, one),
+                opt(r.app_cpu_us_per_request, fmt_us),
+                opt(r.load_cpu_us_per_request, fmt_us),
+                opt(*redis, fmt_us),
+                opt(all, fmt_us),
                 opt(r.switches_per_1k.map(|s| s.waited), fmt_int),
                 opt(r.switches_per_1k.map(|s| s.preempted), fmt_int),
             ]

@@ -437,7 +437,7 @@ fn the_full_standard_report_has_every_section() {
     }
     assert!(md.contains("| 1% | 15,000 | 1.50 | 4.50 | 6.25 | 97.2% | – | 0 |"), "{md}");
     assert!(
-        md.contains("| `L1_ENABLED=false` | 40,000 | 21,000 | 52.5% | – | 1.00 | 4.00 | 0.200 | – | 22 | 14.3 MB |"),
+        md.contains("| `L1_ENABLED=false` | 40,000 | 21,000 | 52.5% | – | 1.00 | 4.00 | 0.200 | – | 22.4 | 14.3 MB |"),
         "{md}"
     );
     assert!(md.contains("A miss takes 0.250 ms more than `cache=off` at the median"), "{md}");
