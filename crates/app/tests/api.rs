@@ -528,3 +528,46 @@ async fn bad_writes_are_rejected_and_write_nothing() {
     let after = tokio::task::block_in_place(|| product_count(&app));
     assert_eq!(before, after, "a rejected write changed the products table");
 }
+
+/// A plain `GET` of one product with a valid id is answered past the router (the hot path); a request only the
+/// router can answer (an id to percent-decode, `?cache=`, `HEAD`) gets the same answer from the route's handler,
+/// and both are recorded under the route.
+#[tokio::test]
+async fn one_product_is_answered_alike_past_the_router_and_through_it() {
+    let app = TestApp::start().await;
+    let first = app.get("/api/products/7").await;
+    assert_eq!((first.status.as_u16(), first.x_cache()), (200, "MISS"), "{}", first.text);
+    let direct = app.get("/api/products/7").await;
+    assert_eq!(direct.x_cache(), "HIT");
+    let names = |r: &common::Resp| {
+        let mut n: Vec<String> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        n.sort();
+        n
+    };
+    for path in ["/api/products/%37", "/api/products/7?cache=on", "/api/products/+7", "/api/products/007"] {
+        let routed = app.get(path).await;
+        assert_eq!(routed.status, direct.status, "{path}: {}", routed.text);
+        assert_eq!(names(&routed), names(&direct), "{path}");
+        for header in ["content-type", "cache-control", "x-cache", "x-cache-level"] {
+            assert_eq!(routed.header(header), direct.header(header), "{path}: {header}");
+        }
+        assert_eq!(data_text(&routed.text), data_text(&direct.text), "{path}");
+        assert_eq!(routed.json["source"], direct.json["source"], "{path}");
+    }
+    // Ids the handler refuses are refused alike, however they are spelled.
+    for (direct_form, routed_form) in
+        [("/api/products/0", "/api/products/%30"), ("/api/products/x", "/api/products/%78")]
+    {
+        let a = app.get(direct_form).await;
+        let b = app.get(routed_form).await;
+        assert_eq!(assert_error(&a, 400), assert_error(&b, 400), "{direct_form} and {routed_form}");
+    }
+    let head = app.send(reqwest::Method::HEAD, "/api/products/7", None).await;
+    assert_eq!((head.status.as_u16(), head.x_cache(), head.text.as_str()), (200, "HIT", ""));
+    let hits =
+        r#"http_request_duration_seconds_count{method="GET",route="/api/products/{id}",source="cache",status="200"}"#;
+    assert_eq!(app.metric(hits).await, 5.0, "the direct hit and the four through the router");
+    let head_hits =
+        r#"http_request_duration_seconds_count{method="HEAD",route="/api/products/{id}",source="cache",status="200"}"#;
+    assert_eq!(app.metric(head_hits).await, 1.0);
+}

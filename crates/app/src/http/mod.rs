@@ -30,7 +30,7 @@ pub fn app(state: AppState) -> App {
         .fallback(|| async { Error::NotFound("route".into()) })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(state.clone());
-    App::new(router, &routes.paths, state)
+    App::new(router, &routes.paths, &routes.direct, state)
 }
 
 fn all_routes() -> Routes {
@@ -48,11 +48,29 @@ fn all_routes() -> Routes {
 pub struct Routes {
     router: Router<AppState>,
     paths: Vec<&'static str>,
+    /// Routes whose plain `GET` (no query string) [`App`] may answer without the router: see [`DirectGet`].
+    direct: Vec<(&'static str, DirectGet)>,
 }
+
+/// The answer to a plain `GET` of a route, for [`App`] to call without the router, or `None` when the router
+/// should answer (it then gives the same answer, or the error). It must do what the route's `GET` handler does
+/// for such a request: it is a shortcut past the router's work (matching again, path parameters in a map,
+/// extractors), not another handler.
+pub type DirectGet = fn(&AppState, &matchit::Params<'_, '_>) -> Option<DirectFuture>;
+
+/// The response of a [`DirectGet`].
+pub type DirectFuture = std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
 
 impl Routes {
     fn new() -> Self {
-        Routes { router: Router::new(), paths: Vec::new() }
+        Routes { router: Router::new(), paths: Vec::new(), direct: Vec::new() }
+    }
+
+    /// `path`'s plain `GET`s may be answered by `answer` without the router; `path` is a route of its own too.
+    fn direct_get(mut self, path: &'static str, answer: DirectGet) -> Self {
+        assert!(self.paths.contains(&path), "{path}: give the route before its direct answer");
+        self.direct.push((path, answer));
+        self
     }
 
     fn route(mut self, path: &'static str, methods: MethodRouter<AppState>) -> Self {
@@ -66,6 +84,7 @@ impl Routes {
         for path in other.paths {
             self.keep(path);
         }
+        self.direct.extend(other.direct);
         self
     }
 

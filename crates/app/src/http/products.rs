@@ -10,20 +10,24 @@ use axum::routing::get;
 use axum::{Json, response::IntoResponse};
 use serde::Serialize;
 
-use super::Routes;
 use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, CacheVia};
 use super::respond::CachedResponse;
-use crate::cache::{Invalidation, Primed, Scope};
+use super::{DirectFuture, Routes};
+use crate::cache::{Invalidation, Primed, Scope, Via};
 use crate::catalog::input::{CreateBody, UpdateBody};
 use crate::catalog::{ListParams, Target, parse_id, parse_via};
 use crate::db::Product;
 use crate::error::{Error, Result};
 use crate::state::AppState;
 
+/// One product's route.
+const PRODUCT: &str = "/api/products/{id}";
+
 pub fn routes() -> Routes {
     Routes::new()
         .route("/api/products", get(search).post(create))
-        .route("/api/products/{id}", get(product).put(update).delete(delete))
+        .route(PRODUCT, get(product).put(update).delete(delete))
+        .direct_get(PRODUCT, product_direct)
 }
 
 /// `GET /api/products?q=&limit=`: search (a list without `q`), cached.
@@ -43,6 +47,18 @@ async fn product(
     let started = Instant::now();
     let target = Target::product(&id)?;
     CachedResponse::fetch(&state, &target, via, started).await
+}
+
+/// `GET /api/products/{id}` without a query string and with a valid id, the cache's hot path, answered as
+/// [`product`] answers it, without the router's work (about an eighth of a cache hit's instructions). Any other
+/// request (`?cache=`, an id the router must percent-decode or reject) goes through the router.
+fn product_direct(state: &AppState, params: &matchit::Params<'_, '_>) -> Option<DirectFuture> {
+    let target = Target::product(params.get("id")?).ok()?;
+    let state = state.clone();
+    Some(Box::pin(async move {
+        let started = Instant::now();
+        CachedResponse::fetch(&state, &target, Via::Cache, started).await.into_response()
+    }))
 }
 
 #[derive(Serialize)]
