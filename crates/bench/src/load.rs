@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::Method;
+use http::header::HeaderName;
 use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -111,8 +112,8 @@ impl LoadResult {
             return;
         }
         self.reads.saturating_record(us);
-        self.x_cache.count(reply.header("x-cache"), reply.header("x-cache-level"));
-        if let Some(timing) = reply.header("server-timing").map(ServerTiming::parse) {
+        self.x_cache.count(reply.header(&X_CACHE), reply.header(&X_CACHE_LEVEL));
+        if let Some(timing) = reply.header(&SERVER_TIMING).map(ServerTiming::parse) {
             for (value, h) in [
                 (timing.total_us, &mut self.server_total),
                 (timing.redis_us, &mut self.server_redis),
@@ -132,6 +133,11 @@ impl LoadResult {
         }
     }
 }
+
+// Named once: a lookup by `&str` parses and checks the name on every response.
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+static X_CACHE_LEVEL: HeaderName = HeaderName::from_static("x-cache-level");
+static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// `X-Cache` values seen on reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -183,22 +189,34 @@ impl ServerTiming {
     pub fn parse(header: &str) -> ServerTiming {
         let mut t = ServerTiming::default();
         for metric in header.split(',') {
-            let mut parts = metric.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let dur = parts
-                .filter_map(|p| p.strip_prefix("dur="))
-                .find_map(|v| v.parse::<f64>().ok())
-                .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                .map(|ms| (ms * 1000.0).round() as u64);
-            match name {
-                "total" => t.total_us = dur,
-                "redis" => t.redis_us = dur,
-                "db" => t.db_us = dur,
-                _ => {}
-            }
+            let (name, params) = metric.split_once(';').unwrap_or((metric, ""));
+            let slot = match name.trim() {
+                "total" => &mut t.total_us,
+                "redis" => &mut t.redis_us,
+                "db" => &mut t.db_us,
+                _ => continue,
+            };
+            *slot = params.split(';').filter_map(|p| p.trim().strip_prefix("dur=")).find_map(micros_of_ms);
         }
         t
     }
+}
+
+/// A `dur` in milliseconds (`0.157`), in whole microseconds, rounded; `None` if it is not a number ≥ 0.
+///
+/// The load generator reads one per response, and its CPU is taken from the server it measures: the app's
+/// form (digits, then at most three decimals) is read with integer arithmetic, exactly; anything else is
+/// parsed as a float.
+fn micros_of_ms(value: &str) -> Option<u64> {
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !whole.is_empty() && whole.len() <= 12 && fraction.len() <= 3 && digits(whole) && digits(fraction) {
+        let whole: u64 = whole.parse().ok()?;
+        let fraction =
+            fraction.bytes().chain(std::iter::repeat(b'0')).take(3).fold(0, |n, b| n * 10 + u64::from(b - b'0'));
+        return Some(whole * 1000 + fraction);
+    }
+    value.parse::<f64>().ok().filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| (ms * 1000.0).round() as u64)
 }
 
 struct Shared {
@@ -354,6 +372,23 @@ mod tests {
         assert_eq!(t, ServerTiming { total_us: Some(1000), redis_us: None, db_us: None });
         let t = ServerTiming::parse("cpu;desc=\"x\";dur=3, total;dur=abc");
         assert_eq!(t, ServerTiming::default());
+        let t = ServerTiming::parse(" db ; desc=\"q\" ; dur=7 ,redis;dur=.5");
+        assert_eq!(t, ServerTiming { total_us: None, redis_us: Some(500), db_us: Some(7000) });
+    }
+
+    #[test]
+    fn durations_read_as_integers_match_the_float_reading() {
+        let float = |v: &str| v.parse::<f64>().ok().filter(|ms| *ms >= 0.0).map(|ms| (ms * 1000.0).round() as u64);
+        for v in ["0", "0.0", "0.001", "0.080", "0.157", "0.5", "1.000", "12.5", "999.999", "30000", "86400000.125"] {
+            assert_eq!(micros_of_ms(v), float(v), "{v}");
+        }
+        // More decimals, exponents and the rest go the float way; what is not a number ≥ 0 is none.
+        for (v, us) in [("0.1234", Some(123)), ("0.0005", Some(1)), ("1e3", Some(1_000_000)), ("2.", Some(2000))] {
+            assert_eq!(micros_of_ms(v), us, "{v}");
+        }
+        for v in ["", ".", "-1", "-0.5", "abc", "1.2.3", "NaN", "inf", "1_000"] {
+            assert_eq!(micros_of_ms(v), None, "{v}");
+        }
     }
 
     #[test]
