@@ -77,6 +77,8 @@ pub struct Delta {
     pub switches: Option<ContextSwitches>,
     /// CPU time of the bench process itself, the load generator, over the run (same).
     pub load_cpu_seconds: Option<f64>,
+    /// CPU time of the Redis server over the run, when it runs on this machine (same).
+    pub redis_cpu_seconds: Option<f64>,
 }
 
 impl Delta {
@@ -88,6 +90,7 @@ impl Delta {
             cpu_seconds: before.cpu_seconds.zip(after.cpu_seconds).map(|(b, a)| counter_delta(b, a)),
             switches: None,
             load_cpu_seconds: None,
+            redis_cpu_seconds: None,
         }
     }
 
@@ -105,6 +108,7 @@ impl Delta {
             cpu_seconds: self.cpu_seconds.zip(other.cpu_seconds).map(|(a, b)| a + b),
             switches: self.switches.zip(other.switches).map(|(a, b)| a.plus(b)),
             load_cpu_seconds: self.load_cpu_seconds.zip(other.load_cpu_seconds).map(|(a, b)| a + b),
+            redis_cpu_seconds: self.redis_cpu_seconds.zip(other.redis_cpu_seconds).map(|(a, b)| a + b),
         }
     }
 }

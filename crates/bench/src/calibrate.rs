@@ -35,14 +35,8 @@ pub struct Subject {
     pub workload: Workload,
 }
 
-/// One subject's runs summed, and the CPU time Redis spent during them, per request answered, in microseconds.
-pub struct Measured {
-    pub stats: RunStats,
-    pub redis_cpu_us_per_request: Option<f64>,
-}
-
-/// Runs every subject for `duration` in all, in `slices` slices taken in turns, and sums each one's slices.
-/// With `redis_pid`, Redis's CPU time is read across each slice too.
+/// Runs every subject for `duration` in all, in `slices` slices taken in turns, and sums each one's slices,
+/// keeping each slice's requests/s. With `redis_pid`, Redis's CPU time is read across each slice too.
 pub async fn alternate(
     subjects: &[Subject],
     concurrency: usize,
@@ -50,11 +44,11 @@ pub async fn alternate(
     slices: u32,
     timeout: Duration,
     redis_pid: Option<u32>,
-) -> anyhow::Result<Vec<Measured>> {
+) -> anyhow::Result<Vec<RunStats>> {
     let slices = slices.max(1);
     let each = duration / slices;
     let mut sums: Vec<Option<(LoadResult, Delta)>> = subjects.iter().map(|_| None).collect();
-    let mut redis_cpu: Vec<Option<f64>> = vec![Some(0.0); subjects.len()];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(slices as usize); subjects.len()];
     for s in 0..slices {
         for i in slice_order(s, subjects.len()) {
             let subject = &subjects[i];
@@ -74,29 +68,31 @@ pub async fn alternate(
             let after = subject.pid.and_then(process_cpu_seconds);
             let switches_after = subject.pid.and_then(ContextSwitches::of);
             let redis_after = redis_pid.and_then(process_cpu_seconds);
-            let spent = redis_before.zip(redis_after).map(|(b, a)| a - b);
-            redis_cpu[i] = redis_cpu[i].zip(spent).map(|(sum, s)| sum + s);
             let delta = Delta {
                 cpu_seconds: before.zip(after).map(|(b, a)| a - b),
                 switches: switches_before.zip(switches_after).map(|(b, a)| a.since(b)),
                 load_cpu_seconds: load_before.zip(load_after).map(|(b, a)| a - b),
+                redis_cpu_seconds: redis_before.zip(redis_after).map(|(b, a)| a - b),
                 ..Delta::default()
             };
+            let secs = result.elapsed.as_secs_f64();
+            rates[i].push(if secs > 0.0 { result.answered() as f64 / secs } else { 0.0 });
             add_slice(&mut sums[i], result, delta);
         }
     }
     Ok(subjects
         .iter()
         .zip(sums)
-        .zip(redis_cpu)
-        .filter_map(|((subject, sum), redis_cpu)| {
+        .zip(rates)
+        .filter_map(|((subject, sum), rates)| {
             let (r, d) = sum?;
             let w = &subject.workload;
-            let stats = RunStats::new(w.endpoint, w.cache, concurrency, 0.0, &r, &d);
-            let redis_cpu_us_per_request = redis_cpu.and_then(|c| per_request_us(c, stats.requests));
-            let redis = redis_cpu_us_per_request.map(|c| format!("  Redis CPU {c:.1} µs/req")).unwrap_or_default();
+            let mut stats = RunStats::new(w.endpoint, w.cache, concurrency, 0.0, &r, &d);
+            stats.slice_requests_per_s = rates;
+            let redis =
+                stats.redis_cpu_us_per_request.map(|c| format!("  Redis CPU {c:.1} µs/req")).unwrap_or_default();
             eprintln!("  {:<36} {}{redis}", subject.label, crate::scenario::one_line(&stats));
-            Some(Measured { stats, redis_cpu_us_per_request })
+            Some(stats)
         })
         .collect())
 }
@@ -263,19 +259,9 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
     let mut runs =
         alternate(&subjects, p.concurrency, p.duration, CALIBRATION_SLICES, p.timeout, redis_pid).await?.into_iter();
     match (runs.next(), runs.next(), runs.next(), runs.next(), runs.next()) {
-        (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref), Some(lookup_ref)) => Ok(Calibration {
-            slices: CALIBRATION_SLICES,
-            healthz_redis_cpu_us: healthz.redis_cpu_us_per_request,
-            static_ref_redis_cpu_us: static_ref.redis_cpu_us_per_request,
-            healthz: healthz.stats,
-            static_ref: static_ref.stats,
-            hits_redis_cpu_us: hits.redis_cpu_us_per_request,
-            redis_ref_redis_cpu_us: redis_ref.redis_cpu_us_per_request,
-            hits: hits.stats,
-            redis_ref: redis_ref.stats,
-            lookup_ref_redis_cpu_us: lookup_ref.redis_cpu_us_per_request,
-            lookup_ref: lookup_ref.stats,
-        }),
+        (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref), Some(lookup_ref)) => {
+            Ok(Calibration { slices: CALIBRATION_SLICES, healthz, static_ref, hits, redis_ref, lookup_ref })
+        }
         _ => bail!("the calibrated run returned no figures"),
     }
 }

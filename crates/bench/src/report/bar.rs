@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::markdown::{fmt_int, fmt_mb, fmt_ms, fmt_pct, fmt_us};
+use super::markdown::{fmt_int, fmt_mb, fmt_ms, fmt_pct, fmt_share_range, fmt_us};
 use super::types::{AppRun, Calibration, MissPath, RunStats};
 use crate::app::L1State;
 
@@ -196,7 +196,13 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
         .collect();
     };
     let share = |goal: String, app: &RunStats, reference: &RunStats, share: Option<f64>, min: f64| match share {
-        Some(f) => Goal { goal, measured: share_text(app, reference, f, min), status: Status::from_bool(f >= min) },
+        Some(f) => {
+            let mut measured = share_text(app, reference, f, min);
+            if let Some(range) = Calibration::slice_share_range(app, reference) {
+                measured.push_str(&format!(" (slice by slice: {})", fmt_share_range(range)));
+            }
+            Goal { goal, measured, status: Status::from_bool(f >= min) }
+        }
         None => Goal { goal, measured: "no requests answered".into(), status: Status::NotMeasured },
     };
     let mut hits = share(bar.hit_ref_goal(), &c.hits, &c.redis_ref, c.hit_share(), bar.hit_of_redis_ref);

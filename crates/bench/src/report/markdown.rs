@@ -52,6 +52,11 @@ pub fn fmt_ms(v: f64) -> String {
     }
 }
 
+/// The lowest and highest of a share's slice-by-slice values, in percent.
+pub fn fmt_share_range((low, high): (f64, f64)) -> String {
+    format!("{}–{}", fmt_pct(low * 100.0), fmt_pct(high * 100.0))
+}
+
 pub fn fmt_pct(v: f64) -> String {
     format!("{v:.1}%")
 }
@@ -378,6 +383,7 @@ impl Report {
                 fmt_int(app.requests_per_s),
                 fmt_int(reference.requests_per_s),
                 opt(share.map(|f| f * 100.0), fmt_pct),
+                Calibration::slice_share_range(app, reference).map_or("–".to_owned(), fmt_share_range),
                 format!("{} / {}", p50(app), p50(reference)),
                 format!("{} / {}", p99(app), p99(reference)),
                 cpu(app),
@@ -402,7 +408,7 @@ impl Report {
                 &c.redis_ref,
                 c.hit_share(),
                 c.hit_cpu_ratio(),
-                [c.hits_redis_cpu_us, c.redis_ref_redis_cpu_us],
+                [c.hits.redis_cpu_us_per_request, c.redis_ref.redis_cpu_us_per_request],
             ),
             row(
                 "`GET /api/products/{id}` hits (L1 off), lookup reference",
@@ -410,7 +416,7 @@ impl Report {
                 &c.lookup_ref,
                 c.lookup_share(),
                 c.lookup_cpu_ratio(),
-                [c.hits_redis_cpu_us, c.lookup_ref_redis_cpu_us],
+                [c.hits.redis_cpu_us_per_request, c.lookup_ref.redis_cpu_us_per_request],
             ),
         ];
         table(
@@ -420,6 +426,7 @@ impl Report {
                 "app requests/s",
                 "reference requests/s",
                 "app share",
+                "app share, slice by slice (lowest–highest)",
                 "p50 (ms) app / reference",
                 "p99 (ms) app / reference",
                 "app CPU µs/request",
@@ -565,20 +572,20 @@ impl Report {
 /// switches, when the bench read them.
 fn render_scheduler(c: &Calibration, out: &mut String) {
     let runs = [
-        ("app, `GET /healthz`", &c.healthz, c.healthz_redis_cpu_us),
-        ("static reference, `GET /healthz`", &c.static_ref, c.static_ref_redis_cpu_us),
-        ("app, `GET /api/products/{id}` hits (L1 off)", &c.hits, c.hits_redis_cpu_us),
-        ("Redis reference, the same hits", &c.redis_ref, c.redis_ref_redis_cpu_us),
-        ("lookup reference, the same hits", &c.lookup_ref, c.lookup_ref_redis_cpu_us),
+        ("app, `GET /healthz`", &c.healthz),
+        ("static reference, `GET /healthz`", &c.static_ref),
+        ("app, `GET /api/products/{id}` hits (L1 off)", &c.hits),
+        ("Redis reference, the same hits", &c.redis_ref),
+        ("lookup reference, the same hits", &c.lookup_ref),
     ];
-    if runs.iter().all(|(_, r, _)| r.load_cpu_us_per_request.is_none() && r.switches_per_1k.is_none()) {
+    if runs.iter().all(|(_, r)| r.load_cpu_us_per_request.is_none() && r.switches_per_1k.is_none()) {
         return;
     }
     out.push_str(CALIBRATION_SCHEDULER);
     let rows: Vec<Vec<String>> = runs
         .iter()
-        .map(|(what, r, redis)| {
-            let all = [r.app_cpu_us_per_request, r.load_cpu_us_per_request, *redis]
+        .map(|(what, r)| {
+            let all = [r.app_cpu_us_per_request, r.load_cpu_us_per_request, r.redis_cpu_us_per_request]
                 .into_iter()
                 .try_fold(0.0, |sum, v| v.map(|v| sum + v));
             vec![
@@ -586,7 +593,7 @@ fn render_scheduler(c: &Calibration, out: &mut String) {
                 fmt_int(r.requests_per_s),
                 opt(r.app_cpu_us_per_request, fmt_us),
                 opt(r.load_cpu_us_per_request, fmt_us),
-                opt(*redis, fmt_us),
+                opt(r.redis_cpu_us_per_request, fmt_us),
                 opt(all, fmt_us),
                 opt(r.switches_per_1k.map(|s| s.waited), fmt_int),
                 opt(r.switches_per_1k.map(|s| s.preempted), fmt_int),

@@ -25,7 +25,9 @@ fn run(endpoint: Endpoint, cache: CacheMode, rps: f64, p50: f64) -> RunStats {
         evicted_keys: None,
         app_cpu_us_per_request: None,
         load_cpu_us_per_request: None,
+        redis_cpu_us_per_request: None,
         switches_per_1k: None,
+        slice_requests_per_s: Vec::new(),
         first_error: None,
     }
 }
@@ -248,28 +250,33 @@ fn a_miss_is_judged_in_whole_round_trips() {
 fn calibration(hit_rps: f64, hit_p99: f64, hit_cpu: f64) -> Calibration {
     let mut healthz = run(Endpoint::Healthz, CacheMode::Off, 36_000.0, 0.8);
     healthz.app_cpu_us_per_request = Some(12.0);
+    healthz.redis_cpu_us_per_request = Some(0.1);
     let mut static_ref = run(Endpoint::Healthz, CacheMode::Off, 40_000.0, 0.7);
     static_ref.app_cpu_us_per_request = Some(8.0);
+    static_ref.redis_cpu_us_per_request = Some(0.1);
     let mut hits = run(Endpoint::Product, CacheMode::On, hit_rps, 1.0);
     hits.latency = latency(1.0, 2.0, hit_p99, 9.0);
     hits.app_cpu_us_per_request = Some(hit_cpu);
+    hits.redis_cpu_us_per_request = Some(9.0);
     let mut redis_ref = run(Endpoint::Product, CacheMode::On, 25_000.0, 0.9);
     redis_ref.app_cpu_us_per_request = Some(20.0);
+    redis_ref.redis_cpu_us_per_request = Some(6.0);
     let mut lookup_ref = run(Endpoint::Product, CacheMode::On, 24_000.0, 0.95);
     lookup_ref.app_cpu_us_per_request = Some(21.0);
-    Calibration {
-        slices: 8,
-        healthz,
-        static_ref,
-        hits,
-        redis_ref,
-        lookup_ref,
-        hits_redis_cpu_us: Some(9.0),
-        redis_ref_redis_cpu_us: Some(6.0),
-        lookup_ref_redis_cpu_us: Some(8.5),
-        healthz_redis_cpu_us: Some(0.1),
-        static_ref_redis_cpu_us: Some(0.1),
-    }
+    lookup_ref.redis_cpu_us_per_request = Some(8.5);
+    Calibration { slices: 8, healthz, static_ref, hits, redis_ref, lookup_ref }
+}
+
+#[test]
+fn shares_slice_by_slice_pair_each_slice_with_the_one_beside_it() {
+    let mut app = run(Endpoint::Product, CacheMode::On, 20_000.0, 1.0);
+    let mut reference = run(Endpoint::Product, CacheMode::On, 25_000.0, 0.9);
+    assert_eq!(Calibration::slice_share_range(&app, &reference), None, "no slices");
+    app.slice_requests_per_s = vec![18_000.0, 22_000.0, 21_000.0, 19_000.0];
+    reference.slice_requests_per_s = vec![20_000.0, 25_000.0, 30_000.0, 0.0];
+    // 90%, 88%, 70%; a slice that answered nothing has no share.
+    assert_eq!(Calibration::slice_share_range(&app, &reference), Some((0.7, 0.9)));
+    assert_eq!(markdown::fmt_share_range((0.7, 0.9)), "70.0%–90.0%");
 }
 
 #[test]
@@ -340,26 +347,32 @@ fn healthz_is_judged_per_cpu_second_too() {
 
 #[test]
 fn the_calibration_renders_beside_the_references() {
-    let report = Report { calibration: Some(calibration(18_000.0, 5.5, 30.0)), ..custom_report() };
+    let mut c = calibration(18_000.0, 5.5, 30.0);
+    c.hits.slice_requests_per_s = vec![17_000.0, 19_000.0];
+    c.redis_ref.slice_requests_per_s = vec![25_000.0, 25_000.0];
+    let bar = evaluate_bar(&[], None, Some(&c));
+    let report = Report { calibration: Some(c), bar, ..custom_report() };
     let md = report.to_markdown();
     assert!(md.contains("### Hit path against the least a handler can do"), "{md}");
     assert!(md.contains("take turns in 8 slices each"), "{md}");
     assert!(
-        md.contains("| `GET /healthz`, static reference | 36,000 | 40,000 | 90.0% | 0.800 / 0.700 | 2.40 / 2.10 | 12.0 | 8.0 | 1.5× | – / – | 0 |"),
+        md.contains("| `GET /healthz`, static reference | 36,000 | 40,000 | 90.0% | – | 0.800 / 0.700 | 2.40 / 2.10 | 12.0 | 8.0 | 1.5× | – / – | 0 |"),
         "{md}"
     );
     assert!(
         md.contains(
-            "| `GET /api/products/{id}` hits (L1 off), Redis reference | 18,000 | 25,000 | 72.0% | 1.00 / 0.900 | 5.50 / 2.70 | 30.0 | 20.0 | 1.5× | 9.0 / 6.0 | 0 |"
+            "| `GET /api/products/{id}` hits (L1 off), Redis reference | 18,000 | 25,000 | 72.0% | 68.0%–76.0% | 1.00 / 0.900 | 5.50 / 2.70 | 30.0 | 20.0 | 1.5× | 9.0 / 6.0 | 0 |"
         ),
         "{md}"
     );
     assert!(
         md.contains(
-            "| `GET /api/products/{id}` hits (L1 off), lookup reference | 18,000 | 24,000 | 75.0% | 1.00 / 0.950 | 5.50 / 2.85 | 30.0 | 21.0 | 1.4× | 9.0 / 8.5 | 0 |"
+            "| `GET /api/products/{id}` hits (L1 off), lookup reference | 18,000 | 24,000 | 75.0% | – | 1.00 / 0.950 | 5.50 / 2.85 | 30.0 | 21.0 | 1.4× | 9.0 / 8.5 | 0 |"
         ),
         "{md}"
     );
+    // The bar gives the same spread beside the share it judges.
+    assert!(md.contains("18,000 of 25,000 requests/s = 72.0% (slice by slice: 68.0%–76.0%)"), "{md}");
 }
 
 #[test]

@@ -39,10 +39,14 @@ pub struct RunStats {
     /// CPU time of the app process per request answered, in microseconds (an app the bench started only):
     /// what a request costs the server, whatever the load generator costs.
     pub app_cpu_us_per_request: Option<f64>,
-    /// CPU time of the load generator (this process) per request answered, in microseconds, and the server's
-    /// context switches per 1,000 requests answered: read only in the calibrated runs.
+    /// CPU time of the load generator (this process) and of Redis (when it runs on this machine) per request
+    /// answered, in microseconds, and the server's context switches per 1,000 requests answered: read only in
+    /// the calibrated runs.
     pub load_cpu_us_per_request: Option<f64>,
+    pub redis_cpu_us_per_request: Option<f64>,
     pub switches_per_1k: Option<SwitchRates>,
+    /// Requests/s of each slice, in the order they ran: only in the calibrated runs, which are cut in slices.
+    pub slice_requests_per_s: Vec<f64>,
     pub first_error: Option<String>,
 }
 
@@ -91,7 +95,9 @@ impl RunStats {
             evicted_keys: d.evicted_keys,
             app_cpu_us_per_request: per_request_us(d.cpu_seconds),
             load_cpu_us_per_request: per_request_us(d.load_cpu_seconds),
+            redis_cpu_us_per_request: per_request_us(d.redis_cpu_seconds),
             switches_per_1k,
+            slice_requests_per_s: Vec::new(),
             first_error: r.first_error.clone(),
         }
     }
@@ -213,14 +219,6 @@ pub struct Calibration {
     pub redis_ref: RunStats,
     /// The same requests to the lookup reference: the app's own lookup, nothing else.
     pub lookup_ref: RunStats,
-    /// CPU time of the Redis server per request during the app's hits and during the reference's, in
-    /// microseconds (when Redis runs on this machine).
-    pub hits_redis_cpu_us: Option<f64>,
-    pub redis_ref_redis_cpu_us: Option<f64>,
-    pub lookup_ref_redis_cpu_us: Option<f64>,
-    /// The same during the two `/healthz` runs, which do not use Redis (its own timers, other clients).
-    pub healthz_redis_cpu_us: Option<f64>,
-    pub static_ref_redis_cpu_us: Option<f64>,
 }
 
 impl Calibration {
@@ -243,6 +241,19 @@ impl Calibration {
     /// costs a server that does nothing else.
     pub fn lookup_ref_share(&self) -> Option<f64> {
         ratio(self.lookup_ref.requests_per_s, self.redis_ref.requests_per_s)
+    }
+
+    /// The lowest and highest of the slice-by-slice shares of `app` in `reference`'s requests/s (slice `i` of
+    /// one against slice `i` of the other, which ran next to it): how far the machine's changes of speed moved
+    /// a share within the run. `None` without slices.
+    pub fn slice_share_range(app: &RunStats, reference: &RunStats) -> Option<(f64, f64)> {
+        app.slice_requests_per_s.iter().zip(&reference.slice_requests_per_s).filter_map(|(a, r)| ratio(*a, *r)).fold(
+            None,
+            |range, share| match range {
+                None => Some((share, share)),
+                Some((low, high)) => Some((f64::min(low, share), f64::max(high, share))),
+            },
+        )
     }
 
     /// App CPU per `/healthz` over the static reference's CPU per request.
