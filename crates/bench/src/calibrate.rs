@@ -17,8 +17,18 @@ use crate::report::{Calibration, RunStats};
 use crate::scenario::Runner;
 use crate::workload::{CacheMode, Distribution, Endpoint, KeySampler, SEEDED_PRODUCTS, Workload};
 
-/// Slices per subject: each subject runs `duration / CALIBRATION_SLICES` at a time.
-pub const CALIBRATION_SLICES: u32 = 8;
+/// Slices per subject, each [`slice_length`] long.
+///
+/// This machine's speed moves by ±10% from one half-second slice to the next, and a share's noise falls with
+/// the square root of the slices: 8 slices left a share ±3 points apart from one run to the next, so the runs
+/// measured in turns are cut in 16, twice as long as a plain run. Not more: the five calibrated runs (40 s in
+/// the standard scenario) must end before the entries they read expire (the app's TTL, 60 s by default).
+pub const CALIBRATION_SLICES: u32 = 16;
+
+/// One slice of a run measured in turns: an eighth of a plain run (0.5 s in the standard scenario).
+pub fn slice_length(run: Duration) -> Duration {
+    run / 8
+}
 
 /// The order of the subjects in slice `slice` (0-based): forwards in even slices, backwards in odd ones
 /// (A B C D, D C B A, ...), so each subject runs as often early as late and next to each of the others.
@@ -197,10 +207,11 @@ fn workload(endpoint: Endpoint, runner: &Runner, distribution: Distribution) -> 
 }
 
 /// `/healthz` against the static reference and cache hits against the Redis and lookup references, the five in
-/// turns at the plan's connections. Every product is first read once through the app, so Redis holds the entry
-/// of each id the load draws; the references read those entries.
+/// turns at the plan's connections. After a flush, every product is read once through the app, so Redis holds a
+/// fresh entry of each id the load draws, which outlasts the runs; the references read those entries.
 pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Calibration> {
     let p = &runner.plan;
+    runner.app.flush().await?;
     let products = p.keys.min(SEEDED_PRODUCTS);
     let fill = LoadSpec {
         workload: workload(Endpoint::Product, runner, Distribution::Sequential)?,
@@ -256,8 +267,9 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
         },
     ];
     let redis_pid = local_redis_pid().await;
+    let duration = slice_length(p.duration) * CALIBRATION_SLICES;
     let mut runs =
-        alternate(&subjects, p.concurrency, p.duration, CALIBRATION_SLICES, p.timeout, redis_pid).await?.into_iter();
+        alternate(&subjects, p.concurrency, duration, CALIBRATION_SLICES, p.timeout, redis_pid).await?.into_iter();
     match (runs.next(), runs.next(), runs.next(), runs.next(), runs.next()) {
         (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref), Some(lookup_ref)) => {
             Ok(Calibration { slices: CALIBRATION_SLICES, healthz, static_ref, hits, redis_ref, lookup_ref })
@@ -297,9 +309,11 @@ mod tests {
                 positions[subject][pos] += 1;
             }
         }
-        // A and D take first and last place four times each; B and C the middle places.
+        // A and D take first and last place equally often; B and C the middle places: on average, each sits in
+        // the middle.
+        let slices = f64::from(CALIBRATION_SLICES);
         let mean: Vec<f64> =
-            positions.iter().map(|p| p.iter().enumerate().map(|(i, c)| (i * c) as f64).sum::<f64>() / 8.0).collect();
+            positions.iter().map(|p| p.iter().enumerate().map(|(i, c)| (i * c) as f64).sum::<f64>() / slices).collect();
         assert!(mean.iter().all(|m| (m - 1.5).abs() < 1e-9), "{positions:?}");
     }
 }

@@ -253,7 +253,8 @@ impl Runner {
         let product = self.workload(Endpoint::Product, CacheMode::On, 0.0)?;
         let hits = format!("{} cache", Endpoint::Product.route());
         let runs = [("GET /healthz (ceiling)", healthz), (hits.as_str(), product)];
-        let mut stats = self.alternate(&runs, self.plan.concurrency, self.run_duration(), CEILING_SLICES).await?;
+        let duration = crate::calibrate::slice_length(self.run_duration()) * CEILING_SLICES;
+        let mut stats = self.alternate(&runs, self.plan.concurrency, duration, CEILING_SLICES).await?;
         match (stats.pop(), stats.pop()) {
             (Some(hits), Some(ceiling)) => Ok((ceiling, hits)),
             _ => anyhow::bail!("the alternating run returned no figures"),
@@ -324,8 +325,10 @@ pub async fn standard(runner: &Runner, name: &str, refs: Option<&References>) ->
 /// Connections of the lighter hit runs of the standard scenario.
 pub const BY_CONNECTIONS: &[usize] = &[4, 8, 16];
 
-/// Slices per run when the ceiling and the L1 hits are measured in turns.
-pub const CEILING_SLICES: u32 = 8;
+/// Slices per run when the ceiling and the L1 hits are measured in turns, each
+/// [`slice_length`](crate::calibrate::slice_length) long (as many as the calibrated runs have, for the same
+/// reason).
+pub const CEILING_SLICES: u32 = crate::calibrate::CALIBRATION_SLICES;
 
 /// The short run on a second app process (L1 on): the ceiling and product hits in turns, memory.
 pub async fn hit_path_only(runner: &Runner, name: &str) -> anyhow::Result<AppRun> {

@@ -135,7 +135,7 @@ impl Bar {
         )
     }
 
-    fn hit_ref_goal(&self) -> String {
+    pub(super) fn hit_ref_goal(&self) -> String {
         format!(
             "Cache hits, Redis only (L1 off): ≥ {}% of the Redis reference's requests/s, in turns in the same run",
             plain(self.hit_of_redis_ref * 100.0)
@@ -196,6 +196,16 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
         .collect();
     };
     let share = |goal: String, app: &RunStats, reference: &RunStats, share: Option<f64>, min: f64| match share {
+        // An error answer costs a server less than the answer compared: no share of such runs is judged.
+        Some(_) if app.errors + reference.errors > 0 => Goal {
+            goal,
+            measured: format!(
+                "not judged: {} errors from the app, {} from the reference",
+                fmt_int(app.errors as f64),
+                fmt_int(reference.errors as f64)
+            ),
+            status: Status::NotMeasured,
+        },
         Some(f) => {
             let mut measured = share_text(app, reference, f, min);
             if let Some(range) = Calibration::slice_share_range(app, reference) {
@@ -206,7 +216,9 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
         None => Goal { goal, measured: "no requests answered".into(), status: Status::NotMeasured },
     };
     let mut hits = share(bar.hit_ref_goal(), &c.hits, &c.redis_ref, c.hit_share(), bar.hit_of_redis_ref);
-    if let Some(f) = c.lookup_ref_share() {
+    if let Some(f) = c.lookup_ref_share()
+        && hits.status != Status::NotMeasured
+    {
         // What no design that keeps the generation check can beat, beside the figure.
         hits.measured.push_str(&format!("; the lookup reference itself reached {} of it", fmt_pct(f * 100.0)));
     }

@@ -371,6 +371,12 @@ fn the_calibration_renders_beside_the_references() {
         ),
         "{md}"
     );
+    // The bar gives the same spread beside the share it judges, and judges no share of runs with errors.
+    let mut c = calibration(18_000.0, 5.5, 30.0);
+    c.redis_ref.errors = 15;
+    let hits = evaluate_bar(&[], None, Some(&c)).into_iter().find(|g| g.goal == BAR.hit_ref_goal()).expect("goal");
+    assert_eq!(hits.status, Status::NotMeasured);
+    assert_eq!(hits.measured, "not judged: 0 errors from the app, 15 from the reference");
     // The bar gives the same spread beside the share it judges.
     assert!(md.contains("18,000 of 25,000 requests/s = 72.0% (slice by slice: 68.0%–76.0%)"), "{md}");
 }
