@@ -68,6 +68,7 @@ pub async fn alternate(
                 duration: each,
                 max_requests: None,
                 timeout,
+                server_timing: false,
             };
             let before = subject.pid.and_then(process_cpu_seconds);
             let switches_before = subject.pid.and_then(ContextSwitches::of);
@@ -219,6 +220,7 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
         duration: Duration::from_secs(30),
         max_requests: Some(products),
         timeout: p.timeout,
+        server_timing: true,
     };
     load::run(&runner.app.target, &fill, &ProgressBar::hidden()).await?;
     let redis_target = Target::local(refs.redis.addr);

@@ -31,6 +31,9 @@ pub struct LoadSpec {
     pub max_requests: Option<u64>,
     /// Upper bound of one request.
     pub timeout: Duration,
+    /// Whether to read `Server-Timing`: not where a server that sends it is compared with one that does not (the
+    /// calibrated runs), since the load generator's reading would be charged to the first.
+    pub server_timing: bool,
 }
 
 /// What one run recorded, all workers merged. Times in microseconds.
@@ -99,7 +102,7 @@ impl LoadResult {
         }
     }
 
-    fn record(&mut self, is_write: bool, path: &str, reply: &Reply, took: Duration) {
+    fn record(&mut self, is_write: bool, path: &str, reply: &Reply, took: Duration, server_timing: bool) {
         let us = took.as_micros() as u64;
         if !reply.is_success() {
             self.http_errors += 1;
@@ -113,7 +116,7 @@ impl LoadResult {
         }
         self.reads.saturating_record(us);
         self.x_cache.count(reply.header(&X_CACHE), reply.header(&X_CACHE_LEVEL));
-        if let Some(timing) = reply.header(&SERVER_TIMING).map(ServerTiming::parse) {
+        if let Some(timing) = reply.header(&SERVER_TIMING).filter(|_| server_timing).map(ServerTiming::parse) {
             for (value, h) in [
                 (timing.total_us, &mut self.server_total),
                 (timing.redis_us, &mut self.server_redis),
@@ -225,6 +228,7 @@ struct Shared {
     budget: u64,
     deadline: Instant,
     timeout: Duration,
+    server_timing: bool,
 }
 
 /// Runs `spec` against `target`. Connections are opened before the clock starts; if one cannot be opened,
@@ -242,6 +246,7 @@ pub async fn run(target: &Target, spec: &LoadSpec, progress: &ProgressBar) -> Re
         budget: spec.max_requests.unwrap_or(u64::MAX),
         deadline: started + spec.duration,
         timeout: spec.timeout,
+        server_timing: spec.server_timing,
     });
     let seed: u64 = rand::random();
     let workers: Vec<_> = conns
@@ -301,7 +306,7 @@ async fn worker(target: Target, conn: Conn, shared: Arc<Shared>, seed: u64) -> L
         let sent = Instant::now();
         match c.send(method, &path, body, shared.timeout).await {
             Ok(reply) => {
-                result.record(is_write, &path, &reply, sent.elapsed());
+                result.record(is_write, &path, &reply, sent.elapsed(), shared.server_timing);
                 conn = Some(c);
             }
             Err(e) => result.transport_error(&e),
@@ -334,7 +339,7 @@ pub async fn paired(
                 Ok(reply) => {
                     let took = sent.elapsed();
                     result.elapsed += took;
-                    result.record(false, &path, &reply, took);
+                    result.record(false, &path, &reply, took, true);
                 }
                 Err(e) => result.transport_error(&e),
             }
@@ -389,6 +394,20 @@ mod tests {
         for v in ["", ".", "-1", "-0.5", "abc", "1.2.3", "NaN", "inf", "1_000"] {
             assert_eq!(micros_of_ms(v), None, "{v}");
         }
+    }
+
+    #[test]
+    fn server_timing_is_read_only_when_asked() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-cache", http::HeaderValue::from_static("HIT"));
+        headers.insert("server-timing", http::HeaderValue::from_static("total;dur=0.200, redis;dur=0.150"));
+        let reply = Reply { status: 200, headers, body: Bytes::new() };
+        let mut result = LoadResult::empty();
+        result.record(false, "/p", &reply, Duration::from_micros(400), false);
+        assert_eq!((result.reads.len(), result.x_cache.hit, result.server_total.len()), (1, 1, 0));
+        result.record(false, "/p", &reply, Duration::from_micros(400), true);
+        assert_eq!((result.reads.len(), result.x_cache.hit, result.server_total.len()), (2, 2, 1));
+        assert_eq!(result.server_redis.max(), 150);
     }
 
     #[test]

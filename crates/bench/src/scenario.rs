@@ -139,8 +139,14 @@ impl Runner {
         max_requests: Option<u64>,
         bar: &ProgressBar,
     ) -> anyhow::Result<(LoadResult, Delta)> {
-        let spec =
-            LoadSpec { workload: workload.clone(), concurrency, duration, max_requests, timeout: self.plan.timeout };
+        let spec = LoadSpec {
+            workload: workload.clone(),
+            concurrency,
+            duration,
+            max_requests,
+            timeout: self.plan.timeout,
+            server_timing: true,
+        };
         let before = self.app.snapshot().await?;
         let result = load::run(&self.app.target, &spec, bar).await?;
         let after = self.app.snapshot().await?;
@@ -169,6 +175,7 @@ impl Runner {
             duration: self.plan.warmup,
             max_requests: None,
             timeout: self.plan.timeout,
+            server_timing: false,
         };
         load::run(&self.app.target, &spec, &self.progress("warm-up", self.plan.warmup, None)).await?;
         Ok(())
