@@ -99,13 +99,14 @@ impl Runner {
         max_requests: Option<u64>,
     ) -> anyhow::Result<RunStats> {
         let bar = self.progress(label, duration, max_requests);
-        let (result, delta) = self.slice(&workload, concurrency, duration, max_requests, &bar).await?;
+        let (result, delta) = self.slice(&workload, concurrency, duration, max_requests, &bar, true).await?;
         Ok(self.stats(label, &workload, concurrency, &result, &delta))
     }
 
     /// Runs that are compared with each other, taken in turns: `slices` slices of `duration / slices` each, in
     /// the order A B, B A, A B ..., so that a change in the machine's speed during the measurement weighs on
-    /// all of them alike. Each run's figures add up its slices.
+    /// all of them alike. Each run's figures add up its slices. `Server-Timing` is not read: a run that gets it
+    /// would be charged for the load generator's reading of it against one that does not (`/healthz`).
     pub async fn alternate(
         &self,
         runs: &[(&str, Workload)],
@@ -120,7 +121,7 @@ impl Runner {
             for i in crate::calibrate::slice_order(s, runs.len()) {
                 let (label, workload) = &runs[i];
                 let bar = self.progress(&format!("{label} {}/{slices}", s + 1), each, None);
-                let (result, delta) = self.slice(workload, concurrency, each, None, &bar).await?;
+                let (result, delta) = self.slice(workload, concurrency, each, None, &bar, false).await?;
                 crate::calibrate::add_slice(&mut sums[i], result, delta);
             }
         }
@@ -138,6 +139,7 @@ impl Runner {
         duration: Duration,
         max_requests: Option<u64>,
         bar: &ProgressBar,
+        server_timing: bool,
     ) -> anyhow::Result<(LoadResult, Delta)> {
         let spec = LoadSpec {
             workload: workload.clone(),
@@ -145,7 +147,7 @@ impl Runner {
             duration,
             max_requests,
             timeout: self.plan.timeout,
-            server_timing: true,
+            server_timing,
         };
         let before = self.app.snapshot().await?;
         let result = load::run(&self.app.target, &spec, bar).await?;

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::bar::BAR;
 use super::types::{Calibration, Comparison, Report, RunStats};
+use crate::app::L1State;
 use crate::summary::{Latency, ratio};
 use crate::workload::{CacheMode, Endpoint};
 
@@ -321,6 +322,12 @@ impl Report {
             return;
         }
         out.push_str("### Hit path against the HTTP ceiling, and memory\n\n");
+        if self.apps.iter().any(|a| a.l1 == L1State::On) {
+            out.push_str(
+                "With the L1, `/healthz` and the hits take turns in slices, and the load generator does not read \
+                 the hits' `Server-Timing` (so as not to charge its reading to them): no server time is shown.\n\n",
+            );
+        }
         let rows: Vec<Vec<String>> = self
             .apps
             .iter()

@@ -459,6 +459,9 @@ fn the_full_standard_report_has_every_section() {
         md.contains("| `L1_ENABLED=false` | 40,000 | 21,000 | 52.5% | – | 1.00 | 4.00 | 0.200 | – | 22.4 | 14.3 MB |"),
         "{md}"
     );
+    assert!(!md.contains("no server time is shown"), "no L1 run here: {md}");
+    let with_l1 = Report { apps: standard_apps(21_000.0, 4.0, L1State::On), ..custom_report() }.to_markdown();
+    assert!(with_l1.contains("does not read the hits' `Server-Timing`"), "{with_l1}");
     assert!(md.contains("A miss takes 0.250 ms more than `cache=off` at the median"), "{md}");
     assert!(md.contains("the cache made its p50 7.0× faster, against 23× for the `/api/categories` aggregate."));
     assert!(md.contains("the hit ratio was 97.2% at 1% writes."), "{md}");
