@@ -19,10 +19,11 @@ use crate::workload::{CacheMode, Distribution, Endpoint, KeySampler, SEEDED_PROD
 
 /// Slices per subject, each [`slice_length`] long.
 ///
-/// This machine's speed moves by ±10% from one half-second slice to the next, and a share's noise falls with
-/// the square root of the slices: 8 slices left a share ±3 points apart from one run to the next, so the runs
-/// measured in turns are cut in 16, twice as long as a plain run. Not more: the five calibrated runs (40 s in
-/// the standard scenario) must end before the entries they read expire (the app's TTL, 60 s by default).
+/// On the shared 2-core machine of docs/benchmarks.md, speed moves by ±10% from one half-second slice to the
+/// next, and a share's noise falls with the square root of the slices: 8 slices left a share ±3 points apart
+/// from one run to the next, so the runs measured in turns are cut in 16, twice as long as a plain run. Not
+/// more: the five calibrated runs (40 s in the standard scenario) must end before the entries they read expire
+/// (the app's TTL, 60 s by default).
 pub const CALIBRATION_SLICES: u32 = 16;
 
 /// One slice of a run measured in turns: an eighth of a plain run (0.5 s in the standard scenario).
@@ -117,11 +118,6 @@ pub fn add_slice(sum: &mut Option<(LoadResult, Delta)>, result: LoadResult, delt
         }
         None => (result, delta),
     });
-}
-
-/// CPU seconds over requests, in microseconds per request; `None` without requests.
-pub fn per_request_us(cpu_seconds: f64, requests: u64) -> Option<f64> {
-    (requests > 0).then(|| cpu_seconds * 1e6 / requests as f64)
 }
 
 /// `process_id` of `INFO server`.
@@ -289,8 +285,6 @@ mod tests {
         let info = "# Server\r\nredis_version:7.0.15\r\nprocess_id:4242\r\nprocess_supervised:no\r\n";
         assert_eq!(redis_process_id(info), Some(4242));
         assert_eq!(redis_process_id("# Server\r\n"), None);
-        assert_eq!(per_request_us(0.5, 25_000), Some(20.0));
-        assert_eq!(per_request_us(0.5, 0), None);
     }
 
     #[test]
