@@ -46,6 +46,41 @@ pub struct Subject {
     pub workload: Workload,
 }
 
+/// What one subject's slices measured, summed, and each slice's requests/s in the order they ran.
+pub struct Turns {
+    pub result: LoadResult,
+    pub delta: Delta,
+    pub slice_requests_per_s: Vec<f64>,
+}
+
+/// Runs `subjects` subjects in `slices` slices taken in turns ([`slice_order`]): `slice(i)` runs one slice of
+/// subject `i` and returns what it measured. Each subject's slices are summed; `None` for a subject that ran no
+/// slice (none, when `slices` and `subjects` are not zero).
+pub async fn in_turns(
+    subjects: usize,
+    slices: u32,
+    mut slice: impl AsyncFnMut(usize) -> anyhow::Result<(LoadResult, Delta)>,
+) -> anyhow::Result<Vec<Option<Turns>>> {
+    let mut turns: Vec<Option<Turns>> = (0..subjects).map(|_| None).collect();
+    for s in 0..slices {
+        for i in slice_order(s, subjects) {
+            let (result, delta) = slice(i).await?;
+            let secs = result.elapsed.as_secs_f64();
+            let rate = if secs > 0.0 { result.answered() as f64 / secs } else { 0.0 };
+            turns[i] = Some(match turns[i].take() {
+                Some(mut t) => {
+                    t.result.append(result);
+                    t.delta = t.delta.plus(delta);
+                    t.slice_requests_per_s.push(rate);
+                    t
+                }
+                None => Turns { result, delta, slice_requests_per_s: vec![rate] },
+            });
+        }
+    }
+    Ok(turns)
+}
+
 /// Runs every subject for `duration` in all, in `slices` slices taken in turns, and sums each one's slices,
 /// keeping each slice's requests/s. With `redis_pid`, Redis's CPU time is read across each slice too.
 pub async fn alternate(
@@ -58,66 +93,49 @@ pub async fn alternate(
 ) -> anyhow::Result<Vec<RunStats>> {
     let slices = slices.max(1);
     let each = duration / slices;
-    let mut sums: Vec<Option<(LoadResult, Delta)>> = subjects.iter().map(|_| None).collect();
-    let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(slices as usize); subjects.len()];
-    for s in 0..slices {
-        for i in slice_order(s, subjects.len()) {
-            let subject = &subjects[i];
-            let spec = LoadSpec {
-                workload: subject.workload.clone(),
-                concurrency,
-                duration: each,
-                max_requests: None,
-                timeout,
-                server_timing: false,
-            };
-            let before = subject.pid.and_then(process_cpu_seconds);
-            let switches_before = subject.pid.and_then(ContextSwitches::of);
-            let redis_before = redis_pid.and_then(process_cpu_seconds);
-            let load_before = process_cpu_seconds(std::process::id());
-            let result = load::run(&subject.target, &spec, &ProgressBar::hidden()).await?;
-            let load_after = process_cpu_seconds(std::process::id());
-            let after = subject.pid.and_then(process_cpu_seconds);
-            let switches_after = subject.pid.and_then(ContextSwitches::of);
-            let redis_after = redis_pid.and_then(process_cpu_seconds);
-            let delta = Delta {
-                cpu_seconds: before.zip(after).map(|(b, a)| a - b),
-                switches: switches_before.zip(switches_after).map(|(b, a)| a.since(b)),
-                load_cpu_seconds: load_before.zip(load_after).map(|(b, a)| a - b),
-                redis_cpu_seconds: redis_before.zip(redis_after).map(|(b, a)| a - b),
-                ..Delta::default()
-            };
-            let secs = result.elapsed.as_secs_f64();
-            rates[i].push(if secs > 0.0 { result.answered() as f64 / secs } else { 0.0 });
-            add_slice(&mut sums[i], result, delta);
-        }
-    }
+    let turns = in_turns(subjects.len(), slices, async |i| {
+        let subject = &subjects[i];
+        let spec = LoadSpec {
+            workload: subject.workload.clone(),
+            concurrency,
+            duration: each,
+            max_requests: None,
+            timeout,
+            server_timing: false,
+        };
+        let before = subject.pid.and_then(process_cpu_seconds);
+        let switches_before = subject.pid.and_then(ContextSwitches::of);
+        let redis_before = redis_pid.and_then(process_cpu_seconds);
+        let load_before = process_cpu_seconds(std::process::id());
+        let result = load::run(&subject.target, &spec, &ProgressBar::hidden()).await?;
+        let load_after = process_cpu_seconds(std::process::id());
+        let after = subject.pid.and_then(process_cpu_seconds);
+        let switches_after = subject.pid.and_then(ContextSwitches::of);
+        let redis_after = redis_pid.and_then(process_cpu_seconds);
+        let delta = Delta {
+            cpu_seconds: before.zip(after).map(|(b, a)| a - b),
+            switches: switches_before.zip(switches_after).map(|(b, a)| a.since(b)),
+            load_cpu_seconds: load_before.zip(load_after).map(|(b, a)| a - b),
+            redis_cpu_seconds: redis_before.zip(redis_after).map(|(b, a)| a - b),
+            ..Delta::default()
+        };
+        Ok((result, delta))
+    })
+    .await?;
     Ok(subjects
         .iter()
-        .zip(sums)
-        .zip(rates)
-        .filter_map(|((subject, sum), rates)| {
-            let (r, d) = sum?;
+        .zip(turns)
+        .filter_map(|(subject, turns)| {
+            let t = turns?;
             let w = &subject.workload;
-            let mut stats = RunStats::new(w.endpoint, w.cache, concurrency, 0.0, &r, &d);
-            stats.slice_requests_per_s = rates;
+            let mut stats = RunStats::new(w.endpoint, w.cache, concurrency, 0.0, &t.result, &t.delta);
+            stats.slice_requests_per_s = t.slice_requests_per_s;
             let redis =
                 stats.redis_cpu_us_per_request.map(|c| format!("  Redis CPU {c:.1} µs/req")).unwrap_or_default();
             eprintln!("  {:<36} {}{redis}", subject.label, crate::scenario::one_line(&stats));
             Some(stats)
         })
         .collect())
-}
-
-/// Adds one slice's result and counters to what a run measured in its earlier slices.
-pub fn add_slice(sum: &mut Option<(LoadResult, Delta)>, result: LoadResult, delta: Delta) {
-    *sum = Some(match sum.take() {
-        Some((mut total, d)) => {
-            total.append(result);
-            (total, d.plus(delta))
-        }
-        None => (result, delta),
-    });
 }
 
 /// `process_id` of `INFO server`.

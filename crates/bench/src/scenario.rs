@@ -116,19 +116,23 @@ impl Runner {
     ) -> anyhow::Result<Vec<RunStats>> {
         let slices = slices.max(1);
         let each = duration / slices;
-        let mut sums: Vec<Option<(LoadResult, Delta)>> = runs.iter().map(|_| None).collect();
-        for s in 0..slices {
-            for i in crate::calibrate::slice_order(s, runs.len()) {
-                let (label, workload) = &runs[i];
-                let bar = self.progress(&format!("{label} {}/{slices}", s + 1), each, None);
-                let (result, delta) = self.slice(workload, concurrency, each, None, &bar, false).await?;
-                crate::calibrate::add_slice(&mut sums[i], result, delta);
-            }
-        }
+        let mut done = vec![0; runs.len()];
+        let turns = crate::calibrate::in_turns(runs.len(), slices, async |i| {
+            let (label, workload) = &runs[i];
+            done[i] += 1;
+            let bar = self.progress(&format!("{label} {}/{slices}", done[i]), each, None);
+            self.slice(workload, concurrency, each, None, &bar, false).await
+        })
+        .await?;
         Ok(runs
             .iter()
-            .zip(sums)
-            .filter_map(|((label, w), sum)| sum.map(|(r, d)| self.stats(label, w, concurrency, &r, &d)))
+            .zip(turns)
+            .filter_map(|((label, w), turns)| {
+                let t = turns?;
+                let mut stats = self.stats(label, w, concurrency, &t.result, &t.delta);
+                stats.slice_requests_per_s = t.slice_requests_per_s;
+                Some(stats)
+            })
             .collect())
     }
 

@@ -93,7 +93,7 @@ impl Bar {
         format!("… and p99 < {} ms", plain(self.hit_p99_ms))
     }
 
-    fn l1_goal(&self) -> String {
+    pub(super) fn l1_goal(&self) -> String {
         format!(
             "Cache hits with L1 on: ≥ {}% of the `/healthz` ceiling of the same run",
             plain(self.l1_of_ceiling * 100.0)
@@ -324,16 +324,23 @@ pub fn evaluate_bar(apps: &[AppRun], miss_path: Option<&MissPath>, calibration: 
     let goal = bar.l1_goal();
     goals.push(match apps.iter().find(|a| a.l1 == L1State::On) {
         Some(a) => match a.of_ceiling() {
-            Some(f) => Goal {
-                goal,
-                measured: format!(
+            Some(f) => {
+                let mut measured = format!(
                     "{} of {} requests/s = {}",
                     fmt_int(a.product_hit.as_ref().map_or(0.0, |h| h.requests_per_s)),
                     fmt_int(a.ceiling.as_ref().map_or(0.0, |c| c.requests_per_s)),
                     fmt_share_against(f, bar.l1_of_ceiling)
-                ),
-                status: Status::from_bool(f >= bar.l1_of_ceiling),
-            },
+                );
+                if let Some(range) = a
+                    .product_hit
+                    .as_ref()
+                    .zip(a.ceiling.as_ref())
+                    .and_then(|(hit, ceiling)| Calibration::slice_share_range(hit, ceiling))
+                {
+                    measured.push_str(&format!(" (slice by slice: {})", fmt_share_range(range)));
+                }
+                Goal { goal, measured, status: Status::from_bool(f >= bar.l1_of_ceiling) }
+            }
             None => not_measured(goal, "the L1 run has no ceiling or hit figures"),
         },
         None => {

@@ -268,6 +268,21 @@ fn calibration(hit_rps: f64, hit_p99: f64, hit_cpu: f64) -> Calibration {
 }
 
 #[test]
+fn the_l1_share_is_also_given_slice_by_slice() {
+    let mut apps = standard_apps(21_000.0, 4.0, L1State::On);
+    let l1 = |apps: &[AppRun]| {
+        evaluate_bar(apps, None, None).into_iter().find(|g| g.goal == BAR.l1_goal()).expect("goal").measured
+    };
+    assert_eq!(l1(&apps), "32,000 of 40,000 requests/s = 80.0%");
+    let with_l1 = &mut apps[1];
+    if let (Some(hit), Some(ceiling)) = (with_l1.product_hit.as_mut(), with_l1.ceiling.as_mut()) {
+        hit.slice_requests_per_s = vec![30_000.0, 34_000.0];
+        ceiling.slice_requests_per_s = vec![40_000.0, 40_000.0];
+    }
+    assert_eq!(l1(&apps), "32,000 of 40,000 requests/s = 80.0% (slice by slice: 75.0%–85.0%)");
+}
+
+#[test]
 fn shares_slice_by_slice_pair_each_slice_with_the_one_beside_it() {
     let mut app = run(Endpoint::Product, CacheMode::On, 20_000.0, 1.0);
     let mut reference = run(Endpoint::Product, CacheMode::On, 25_000.0, 0.9);
