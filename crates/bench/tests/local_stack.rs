@@ -114,9 +114,10 @@ async fn the_ceiling_and_the_hits_are_measured_in_turns() {
     let (ceiling, hits) = runner.ceiling_and_hits().await.expect("alternating run");
     assert_eq!(ceiling.endpoint, cache_demo_bench::workload::Endpoint::Healthz);
     assert_eq!(hits.endpoint, cache_demo_bench::workload::Endpoint::Product);
-    // Each run is the sum of its slices: together they take the whole duration, not a slice of it.
+    // Each run is the sum of its 16 slices of an eighth of the plan's 0.8 s each: 1.6 s, not one slice.
     for r in [&ceiling, &hits] {
-        assert!(r.elapsed_s > 0.7 && r.elapsed_s < 2.0, "{} s", r.elapsed_s);
+        assert_eq!(r.slice_requests_per_s.len(), cache_demo_bench::scenario::CEILING_SLICES as usize);
+        assert!(r.elapsed_s > 1.5 && r.elapsed_s < 3.0, "{} s", r.elapsed_s);
         assert!(r.requests > 20 && r.errors == 0, "{} requests, {:?}", r.requests, r.first_error);
     }
     assert_eq!(ceiling.x_cache.none, ceiling.requests, "/healthz has no X-Cache");
@@ -199,8 +200,9 @@ async fn the_calibrated_run_measures_the_app_and_its_three_references_in_turns()
         ("lookup reference", &c.lookup_ref),
     ] {
         assert!(r.requests > 20 && r.errors == 0, "{name}: {} requests, {} errors", r.requests, r.errors);
-        // Each run is the sum of its slices: together they take the whole duration, not one slice of it.
-        assert!(r.elapsed_s > 0.9 && r.elapsed_s < 2.5, "{name}: {} s", r.elapsed_s);
+        // Each run is the sum of its 16 slices of an eighth of the plan's 1 s each: 2 s, not one slice.
+        assert_eq!(r.slice_requests_per_s.len(), cache_demo_bench::calibrate::CALIBRATION_SLICES as usize);
+        assert!(r.elapsed_s > 1.9 && r.elapsed_s < 3.5, "{name}: {} s", r.elapsed_s);
     }
     assert_eq!(c.slices, cache_demo_bench::calibrate::CALIBRATION_SLICES);
     // The references run in processes of their own, so their CPU time is read; the app here is in-process.
