@@ -208,7 +208,7 @@ fn evaluate_calibration(bar: &Bar, c: Option<&Calibration>) -> Vec<Goal> {
         },
         Some(f) => {
             let mut measured = share_text(app, reference, f, min);
-            if let Some(range) = Calibration::slice_share_range(app, reference) {
+            if let Some(range) = app.slice_share_range(reference) {
                 measured.push_str(&format!(" (slice by slice: {})", fmt_share_range(range)));
             }
             Goal { goal, measured, status: Status::from_bool(f >= min) }
@@ -335,7 +335,7 @@ pub fn evaluate_bar(apps: &[AppRun], miss_path: Option<&MissPath>, calibration: 
                     .product_hit
                     .as_ref()
                     .zip(a.ceiling.as_ref())
-                    .and_then(|(hit, ceiling)| Calibration::slice_share_range(hit, ceiling))
+                    .and_then(|(hit, ceiling)| hit.slice_share_range(ceiling))
                 {
                     measured.push_str(&format!(" (slice by slice: {})", fmt_share_range(range)));
                 }

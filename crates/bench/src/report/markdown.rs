@@ -390,7 +390,7 @@ impl Report {
                 fmt_int(app.requests_per_s),
                 fmt_int(reference.requests_per_s),
                 opt(share.map(|f| f * 100.0), fmt_pct),
-                Calibration::slice_share_range(app, reference).map_or("–".to_owned(), fmt_share_range),
+                app.slice_share_range(reference).map_or("–".to_owned(), fmt_share_range),
                 format!("{} / {}", p50(app), p50(reference)),
                 format!("{} / {}", p99(app), p99(reference)),
                 cpu(app),

@@ -286,11 +286,11 @@ fn the_l1_share_is_also_given_slice_by_slice() {
 fn shares_slice_by_slice_pair_each_slice_with_the_one_beside_it() {
     let mut app = run(Endpoint::Product, CacheMode::On, 20_000.0, 1.0);
     let mut reference = run(Endpoint::Product, CacheMode::On, 25_000.0, 0.9);
-    assert_eq!(Calibration::slice_share_range(&app, &reference), None, "no slices");
+    assert_eq!(app.slice_share_range(&reference), None, "no slices");
     app.slice_requests_per_s = vec![18_000.0, 22_000.0, 21_000.0, 19_000.0];
     reference.slice_requests_per_s = vec![20_000.0, 25_000.0, 30_000.0, 0.0];
     // 90%, 88%, 70%; a slice that answered nothing has no share.
-    assert_eq!(Calibration::slice_share_range(&app, &reference), Some((0.7, 0.9)));
+    assert_eq!(app.slice_share_range(&reference), Some((0.7, 0.9)));
     assert_eq!(markdown::fmt_share_range((0.7, 0.9)), "70.0%–90.0%");
 }
 

@@ -45,7 +45,8 @@ pub struct RunStats {
     pub load_cpu_us_per_request: Option<f64>,
     pub redis_cpu_us_per_request: Option<f64>,
     pub switches_per_1k: Option<SwitchRates>,
-    /// Requests/s of each slice, in the order they ran: only in the calibrated runs, which are cut in slices.
+    /// Requests/s of each slice, in the order they ran: only in the runs measured in turns, which are cut in
+    /// slices (the calibrated runs, and the L1 run with its `/healthz`).
     pub slice_requests_per_s: Vec<f64>,
     pub first_error: Option<String>,
 }
@@ -100,6 +101,19 @@ impl RunStats {
             slice_requests_per_s: Vec::new(),
             first_error: r.first_error.clone(),
         }
+    }
+
+    /// The lowest and highest of the slice-by-slice shares of this run in `reference`'s requests/s (slice `i` of
+    /// one against slice `i` of the other, which ran next to it): how far the machine's changes of speed moved
+    /// a share within the run. `None` without slices.
+    pub fn slice_share_range(&self, reference: &RunStats) -> Option<(f64, f64)> {
+        self.slice_requests_per_s.iter().zip(&reference.slice_requests_per_s).filter_map(|(a, r)| ratio(*a, *r)).fold(
+            None,
+            |range, share| match range {
+                None => Some((share, share)),
+                Some((low, high)) => Some((f64::min(low, share), f64::max(high, share))),
+            },
+        )
     }
 
     pub(super) fn p50(&self) -> Option<f64> {
@@ -241,19 +255,6 @@ impl Calibration {
     /// costs a server that does nothing else.
     pub fn lookup_ref_share(&self) -> Option<f64> {
         ratio(self.lookup_ref.requests_per_s, self.redis_ref.requests_per_s)
-    }
-
-    /// The lowest and highest of the slice-by-slice shares of `app` in `reference`'s requests/s (slice `i` of
-    /// one against slice `i` of the other, which ran next to it): how far the machine's changes of speed moved
-    /// a share within the run. `None` without slices.
-    pub fn slice_share_range(app: &RunStats, reference: &RunStats) -> Option<(f64, f64)> {
-        app.slice_requests_per_s.iter().zip(&reference.slice_requests_per_s).filter_map(|(a, r)| ratio(*a, *r)).fold(
-            None,
-            |range, share| match range {
-                None => Some((share, share)),
-                Some((low, high)) => Some((f64::min(low, share), f64::max(high, share))),
-            },
-        )
     }
 
     /// App CPU per `/healthz` over the static reference's CPU per request.
