@@ -53,18 +53,18 @@ pub struct Turns {
     pub slice_requests_per_s: Vec<f64>,
 }
 
-/// Runs `subjects` subjects in `slices` slices taken in turns ([`slice_order`]): `slice(i)` runs one slice of
-/// subject `i` and returns what it measured. Each subject's slices are summed; `None` for a subject that ran no
+/// Runs `subjects` subjects in `slices` slices taken in turns ([`slice_order`]): `slice(i, s)` runs slice `s`
+/// (0-based) of subject `i` and returns what it measured. Each subject's slices are summed; `None` for a subject that ran no
 /// slice (none, when `slices` and `subjects` are not zero).
 pub async fn in_turns(
     subjects: usize,
     slices: u32,
-    mut slice: impl AsyncFnMut(usize) -> anyhow::Result<(LoadResult, Delta)>,
+    mut slice: impl AsyncFnMut(usize, u32) -> anyhow::Result<(LoadResult, Delta)>,
 ) -> anyhow::Result<Vec<Option<Turns>>> {
     let mut turns: Vec<Option<Turns>> = (0..subjects).map(|_| None).collect();
     for s in 0..slices {
         for i in slice_order(s, subjects) {
-            let (result, delta) = slice(i).await?;
+            let (result, delta) = slice(i, s).await?;
             let secs = result.elapsed.as_secs_f64();
             let rate = if secs > 0.0 { result.answered() as f64 / secs } else { 0.0 };
             turns[i] = Some(match turns[i].take() {
@@ -93,7 +93,7 @@ pub async fn alternate(
 ) -> anyhow::Result<Vec<RunStats>> {
     let slices = slices.max(1);
     let each = duration / slices;
-    let turns = in_turns(subjects.len(), slices, async |i| {
+    let turns = in_turns(subjects.len(), slices, async |i, _| {
         let subject = &subjects[i];
         let spec = LoadSpec {
             workload: subject.workload.clone(),

@@ -116,11 +116,9 @@ impl Runner {
     ) -> anyhow::Result<Vec<RunStats>> {
         let slices = slices.max(1);
         let each = duration / slices;
-        let mut done = vec![0; runs.len()];
-        let turns = crate::calibrate::in_turns(runs.len(), slices, async |i| {
+        let turns = crate::calibrate::in_turns(runs.len(), slices, async |i, s| {
             let (label, workload) = &runs[i];
-            done[i] += 1;
-            let bar = self.progress(&format!("{label} {}/{slices}", done[i]), each, None);
+            let bar = self.progress(&format!("{label} {}/{slices}", s + 1), each, None);
             self.slice(workload, concurrency, each, None, &bar, false).await
         })
         .await?;
