@@ -27,10 +27,22 @@ pub enum Level {
 }
 
 impl Outcome {
-    /// Every outcome a response can report.
-    #[cfg(test)]
-    pub const ALL: [Outcome; 5] =
+    pub const COUNT: usize = 5;
+
+    /// Every outcome a response can report, each at its [`index`](Self::index).
+    pub const ALL: [Outcome; Self::COUNT] =
         [Outcome::Hit(Level::L1), Outcome::Hit(Level::L2), Outcome::Miss, Outcome::Bypass, Outcome::Error];
+
+    /// Where this outcome stands in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
+        match self {
+            Outcome::Hit(Level::L1) => 0,
+            Outcome::Hit(Level::L2) => 1,
+            Outcome::Miss => 2,
+            Outcome::Bypass => 3,
+            Outcome::Error => 4,
+        }
+    }
 
     /// The `result` label of `cache_requests_total`.
     pub fn label(self) -> &'static str {
@@ -134,5 +146,8 @@ mod tests {
         assert_eq!(Outcome::Error.header(), "MISS");
         assert_eq!(Outcome::Hit(Level::L1).level(), Some(Level::L1));
         assert_eq!(Outcome::Miss.level(), None);
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            assert_eq!(outcome.index(), i, "{outcome:?}");
+        }
     }
 }
