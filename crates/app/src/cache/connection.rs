@@ -105,7 +105,7 @@ impl RedisClient {
             return Err(CacheError::CircuitOpen);
         }
         let start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, op(conn.clone())).await;
+        let result = tokio::time::timeout_at((start + self.timeout).into(), op(conn.clone())).await;
         self.metrics.redis_duration.with_label_values(&[command]).observe(start.elapsed().as_secs_f64());
         // Outcomes are applied in the order the commands started: a reply that was already buffered when
         // Redis died, or an error from a connection that has since been replaced, arrives late and says nothing
@@ -157,7 +157,7 @@ impl RedisClient {
         cmd.set_no_response(true);
         let mut conn = conn.clone();
         let start = Instant::now();
-        let sent = tokio::time::timeout(self.timeout, conn.send_packed_command(&cmd)).await;
+        let sent = tokio::time::timeout_at((start + self.timeout).into(), conn.send_packed_command(&cmd)).await;
         self.metrics.redis_duration.with_label_values(&[command]).observe(start.elapsed().as_secs_f64());
         match sent {
             Ok(Ok(_)) => Ok(()),
@@ -171,7 +171,8 @@ impl RedisClient {
     }
 
     fn mark_up(&self) {
-        if self.state.swap(UP, Ordering::Relaxed) != UP {
+        // Read first: every successful command lands here, and a write would take the line from the other cores.
+        if self.state.load(Ordering::Relaxed) != UP && self.state.swap(UP, Ordering::Relaxed) != UP {
             self.metrics.redis_up.set(1);
             tracing::info!("redis available: serving through the cache");
         }

@@ -55,8 +55,9 @@ pub struct Routes {
 /// The answer to a plain `GET` of a route, for [`App`] to call without the router, or `None` when the router
 /// should answer (it then gives the same answer, or the error). It must do what the route's `GET` handler does
 /// for such a request: it is a shortcut past the router's work (matching again, path parameters in a map,
-/// extractors), not another handler.
-pub type DirectGet = fn(&AppState, &matchit::Params<'_, '_>) -> Option<DirectFuture>;
+/// extractors), not another handler. It is given the moment [`App`] took the request, which its records time
+/// from too.
+pub type DirectGet = fn(&AppState, &matchit::Params<'_, '_>, std::time::Instant) -> Option<DirectFuture>;
 
 /// The response of a [`DirectGet`].
 pub type DirectFuture = std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;

@@ -79,15 +79,15 @@ where
         let route = matched.as_ref().map_or(self.labels.unmatched(), |m| *m.value);
         let listed = Recent::wants(request.method(), path).then(|| request.uri().clone());
         let method = method_label(request.method());
-        let direct = matched
-            .filter(|_| plain_get(request.method(), request.uri()))
-            .and_then(|m| self.labels.routes[*m.value].direct.and_then(|answer| answer(&self.state, &m.params)));
+        let direct = matched.filter(|_| plain_get(request.method(), request.uri())).and_then(|m| {
+            self.labels.routes[*m.value].direct.and_then(|answer| answer(&self.state, &m.params, started))
+        });
         let dispatch = match direct {
             Some(future) => Dispatch::Direct { future },
             None => Dispatch::Routed { future: self.router.call(request) },
         };
         Recording {
-            inner: tokio::time::timeout(REQUEST_TIMEOUT, dispatch),
+            inner: tokio::time::timeout_at((started + REQUEST_TIMEOUT).into(), dispatch),
             started,
             labels: self.labels.clone(),
             route,
