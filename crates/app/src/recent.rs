@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{Method, Uri};
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,9 @@ pub struct RecentRequest {
 
 /// What the request's records keep per request: cheap clones, turned into text only when someone asks.
 struct Entry {
-    at_ms: u64,
+    /// When the response was ready: a monotonic instant, read by the request's records anyway, turned into Unix
+    /// time only for a snapshot (a wall-clock read per request would cost more than the rest of `push`).
+    at: Instant,
     /// From a fixed set (`other` for any method the app does not know), so a made-up method stores nothing.
     method: &'static str,
     path: Path,
@@ -80,9 +82,9 @@ impl Recent {
         path.starts_with("/api/") && !polled
     }
 
-    pub fn push(&self, method: &'static str, uri: Uri, status: u16, cache: Option<&'static str>, ms: f64) {
-        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let entry = Entry { at_ms, method, path: Path::new(uri), status, cache, ms };
+    /// Lists a request whose response was ready at `at`.
+    pub fn push(&self, at: Instant, method: &'static str, uri: Uri, status: u16, cache: Option<&'static str>, ms: f64) {
+        let entry = Entry { at, method, path: Path::new(uri), status, cache, ms };
         let mut list = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if list.len() == CAPACITY {
             list.pop_back();
@@ -100,10 +102,11 @@ impl Recent {
 
     /// Newest first.
     pub fn snapshot(&self) -> Vec<RecentRequest> {
+        let (now, now_ms) = (Instant::now(), unix_ms(SystemTime::now()));
         let list = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         list.iter()
             .map(|e| RecentRequest {
-                at_ms: e.at_ms,
+                at_ms: now_ms.saturating_sub(now.saturating_duration_since(e.at).as_millis() as u64),
                 replica: self.replica.to_string(),
                 method: e.method.to_owned(),
                 path: e.path.text(),
@@ -115,6 +118,10 @@ impl Recent {
     }
 }
 
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +131,7 @@ mod tests {
         let r = Recent::new("a");
         for i in 0..25 {
             let uri: Uri = format!("/api/products/{i}").parse().expect("uri");
-            r.push("GET", uri, 200, Some("HIT"), 0.1);
+            r.push(Instant::now(), "GET", uri, 200, Some("HIT"), 0.1);
         }
         let s = r.snapshot();
         assert_eq!(s.len(), CAPACITY);
@@ -134,10 +141,20 @@ mod tests {
     }
 
     #[test]
+    fn times_are_unix_milliseconds_of_when_the_response_was_ready() {
+        let r = Recent::new("a");
+        let two_s_ago = Instant::now() - std::time::Duration::from_secs(2);
+        r.push(two_s_ago, "GET", "/api/products/1".parse().expect("uri"), 200, Some("HIT"), 0.1);
+        let expected = unix_ms(SystemTime::now()) - 2_000;
+        let at_ms = r.snapshot()[0].at_ms;
+        assert!(at_ms.abs_diff(expected) < 100, "{at_ms} against {expected}");
+    }
+
+    #[test]
     fn long_paths_are_stored_truncated() {
         let r = Recent::new("a");
         let uri: Uri = format!("/api/products?q={}", "x".repeat(10_000)).parse().expect("uri");
-        r.push("GET", uri, 400, None, 0.1);
+        r.push(Instant::now(), "GET", uri, 400, None, 0.1);
         let s = r.snapshot();
         assert_eq!(s[0].path.chars().count(), MAX_PATH_CHARS);
         let list = r.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -159,7 +159,8 @@ impl Future for Recording {
         }
         if let Some(uri) = this.listed.take() {
             let ms = elapsed.as_secs_f64() * 1000.0;
-            this.state.recent.push(this.method, uri, response.status().as_u16(), outcome.map(|o| o.header), ms);
+            let at = *this.started + elapsed;
+            this.state.recent.push(at, this.method, uri, response.status().as_u16(), outcome.map(|o| o.header), ms);
         }
         Poll::Ready(Ok(response))
     }
