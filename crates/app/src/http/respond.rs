@@ -97,12 +97,14 @@ pub fn reported(response: &Response) -> Option<Reported> {
 impl IntoResponse for CachedResponse {
     fn into_response(self) -> Response {
         let Cached { data, outcome, redis_time, db_time } = self.cached;
-        let elapsed = self.started.elapsed();
+        // Formatted once: the body and `Server-Timing` both give it.
+        let mut elapsed = Text::<24>::new();
+        elapsed.push_ms(self.started.elapsed());
         let mut head = Text::<128>::new();
         head.push(br#"{"source":""#);
         head.push(outcome.source().as_bytes());
         head.push(br#"","elapsed_ms":"#);
-        head.push_ms(elapsed);
+        head.push(elapsed.as_bytes());
         if !self.db_delay.is_zero() {
             head.push(br#","db_delay_ms":"#);
             head.push(itoa::Buffer::new().format(self.db_delay.as_millis()).as_bytes());
@@ -117,7 +119,7 @@ impl IntoResponse for CachedResponse {
 
         let mut timing = Text::<128>::new();
         timing.push(b"total;dur=");
-        timing.push_ms(elapsed);
+        timing.push(elapsed.as_bytes());
         if let Some(t) = redis_time {
             timing.push(b", redis;dur=");
             timing.push_ms(t);
@@ -170,6 +172,22 @@ mod tests {
         }
         assert!(reported(&Response::new(Body::empty())).is_none());
         assert_eq!(Reported::from_header(b"hit"), None, "header values are exact");
+    }
+
+    #[tokio::test]
+    async fn the_body_and_server_timing_give_the_same_elapsed_time() {
+        let data = Bytes::from_static(br#"{"id":7}"#);
+        let redis_time = Some(Duration::from_micros(58));
+        let cached = Cached { data, outcome: Outcome::Hit(Level::L2), redis_time, db_time: None };
+        let started = Instant::now() - Duration::from_micros(1_234);
+        let response = CachedResponse { cached, started, db_delay: Duration::ZERO }.into_response();
+        let timing = response.headers()[SERVER_TIMING].to_str().expect("ASCII").to_owned();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!((json["source"].as_str(), json["data"]["id"].as_i64()), (Some("cache"), Some(7)));
+        let elapsed = json["elapsed_ms"].as_f64().expect("elapsed_ms");
+        assert!(elapsed >= 1.234, "{elapsed}");
+        assert_eq!(timing, format!("total;dur={elapsed:.3}, redis;dur=0.058"));
     }
 
     #[test]
