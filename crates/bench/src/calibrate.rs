@@ -19,16 +19,16 @@ use crate::workload::{CacheMode, Distribution, Endpoint, KeySampler, SEEDED_PROD
 
 /// Slices per subject, each [`slice_length`] long.
 ///
-/// On the shared 2-core machine of docs/benchmarks.md, speed moves by ±10% from one half-second slice to the
-/// next, and a share's noise falls with the square root of the slices: 8 slices left a share ±3 points apart
-/// from one run to the next, so the runs measured in turns are cut in 16, twice as long as a plain run. Not
-/// more: the five calibrated runs (40 s in the standard scenario) must end before the entries they read expire
-/// (the app's TTL, 60 s by default).
-pub const CALIBRATION_SLICES: u32 = 16;
+/// On the shared 2-core machine of docs/benchmarks.md, speed moves by ±10% and more from one slice to the next,
+/// and a share's noise falls with the square root of the slices: 8 slices left a share ±3 points apart from one
+/// run to the next, so the runs measured in turns are twice as long as a plain run, and cut in 32. Not longer:
+/// the five calibrated runs (40 s in the standard scenario) must end before the entries they read expire (the
+/// app's TTL, 60 s by default).
+pub const CALIBRATION_SLICES: u32 = 32;
 
-/// One slice of a run measured in turns: an eighth of a plain run (0.5 s in the standard scenario).
+/// One slice of a run measured in turns: a sixteenth of a plain run (0.25 s in the standard scenario).
 pub fn slice_length(run: Duration) -> Duration {
-    run / 8
+    run / (CALIBRATION_SLICES / 2)
 }
 
 /// The order of the subjects in slice `slice` (0-based): forwards in even slices, backwards in odd ones
