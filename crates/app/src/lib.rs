@@ -17,6 +17,7 @@ pub(crate) mod recent;
 pub(crate) mod server;
 pub mod state;
 pub mod telemetry;
+pub(crate) mod timer;
 pub(crate) mod warm;
 
 use std::future::Future;

@@ -4,8 +4,7 @@
 //! wait in the listen backlog instead of costing memory and a task each.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
@@ -15,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::http::App;
+use crate::timer::{Deadline, TimerSlot};
 
 /// The server's own protection, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +61,7 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         http.timer(ConnectionTimer::default());
-        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.for_connection()));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Errors here are the client's (reset, header timeout, malformed request): nothing to report.
@@ -75,13 +75,12 @@ pub async fn run(
 }
 
 /// The timer hyper is given for one connection. hyper asks it for a new deadline at the start of every request's
-/// headers and drops that deadline once they are read; a timer that made each of them a tokio timer of its own
-/// would register one with the runtime and remove it again for every request. Here every deadline of the
-/// connection moves the same tokio timer on (a later deadline is one atomic store, see `Sleep::reset`), and a
+/// headers and drops that deadline once they are read; each is a [`Deadline`] of the connection's one timer for
+/// them (see [`crate::timer`]), rather than a tokio timer of its own filed and removed again for every request. A
 /// deadline that passes while a request is being answered only wakes the connection, which then finds nothing
 /// to read.
 #[derive(Clone, Default)]
-struct ConnectionTimer(Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>);
+struct ConnectionTimer(TimerSlot);
 
 impl hyper::rt::Timer for ConnectionTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -94,26 +93,7 @@ impl hyper::rt::Timer for ConnectionTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Deadline { at: deadline.into(), timer: self.0.clone() })
-    }
-}
-
-/// One deadline of a [`ConnectionTimer`]: elapsed once the connection's timer, set to it, has fired.
-struct Deadline {
-    at: tokio::time::Instant,
-    timer: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
-}
-
-impl Future for Deadline {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut timer = self.timer.lock().unwrap_or_else(PoisonError::into_inner);
-        let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(self.at)));
-        if sleep.deadline() != self.at {
-            sleep.as_mut().reset(self.at);
-        }
-        sleep.as_mut().poll(cx)
+        Box::pin(self.0.deadline(deadline.into()))
     }
 }
 
@@ -121,6 +101,8 @@ impl hyper::rt::Sleep for Deadline {}
 
 #[cfg(test)]
 mod tests {
+    use std::task::Context;
+
     use hyper::rt::Timer;
 
     use super::*;
@@ -132,29 +114,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn each_deadline_of_a_connection_moves_its_one_timer() {
+    async fn the_header_deadlines_of_a_connection_share_its_one_timer() {
         let timer = ConnectionTimer::default();
-        let registered = |t: &ConnectionTimer| t.0.lock().expect("lock").as_ref().map(|s| &**s as *const _);
-        assert_eq!(registered(&timer), None, "nothing is registered before a deadline is waited for");
         let mut first = timer.sleep(Duration::from_secs(10));
         assert!(!elapsed(&mut first));
-        let one = registered(&timer).expect("registered");
-        tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(!elapsed(&mut first));
         drop(first);
+        let one = timer.0.held().expect("given back");
         // The next request's headers: a new deadline, 10 s from now, on the same timer.
+        tokio::time::advance(Duration::from_secs(4)).await;
         let mut second = timer.sleep(Duration::from_secs(10));
         assert!(!elapsed(&mut second));
-        assert_eq!(registered(&timer), Some(one), "the same tokio timer, moved on");
         tokio::time::advance(Duration::from_secs(8)).await;
         assert!(!elapsed(&mut second), "the first deadline (10 s after it was set) has passed, the second has not");
         tokio::time::advance(Duration::from_secs(3)).await;
         assert!(elapsed(&mut second));
-        // After a deadline fired, the next one starts over.
-        let mut third = timer.sleep_until(timer.now() + Duration::from_secs(1));
-        assert!(!elapsed(&mut third));
-        tokio::time::advance(Duration::from_millis(1_100)).await;
-        assert!(elapsed(&mut third));
+        drop(second);
+        assert_eq!(timer.0.held(), Some(one), "the same tokio timer, moved on");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,5 @@
 //! [`App`]: the router behind one service that bounds every request by [`REQUEST_TIMEOUT`] (past it:
-//! [`Error::Timeout`]) and records `http_request_duration_seconds{route, method, status, source}` and the
+//! [`Error::Timeout`], timed by the connection's one timer for it: see [`crate::timer`]) and records `http_request_duration_seconds{route, method, status, source}` and the
 //! recent-requests list.
 //!
 //! It wraps the finished router instead of being given to it as a layer: axum wraps every route in a layer of
@@ -26,13 +26,13 @@ use axum::routing::future::RouteFuture;
 use axum::{BoxError, Router};
 use pin_project_lite::pin_project;
 use prometheus::Histogram;
-use tokio::time::Timeout;
 use tower_service::Service;
 
 use super::{DirectFuture, DirectGet};
 use crate::error::Error;
 use crate::recent::Recent;
 use crate::state::AppState;
+use crate::timer::{Deadline, TimerSlot};
 
 /// Upper bound of any request; the database and Redis have tighter bounds of their own.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,6 +46,8 @@ pub struct App {
     router: Router,
     labels: Arc<RouteLabels>,
     state: AppState,
+    /// The timer of the requests' time limits, shared by the clones of one connection's service.
+    limit: TimerSlot,
 }
 
 impl App {
@@ -55,7 +57,13 @@ impl App {
         direct: &[(&'static str, DirectGet)],
         state: AppState,
     ) -> Self {
-        App { router, labels: Arc::new(RouteLabels::new(paths, direct)), state }
+        App { router, labels: Arc::new(RouteLabels::new(paths, direct)), state, limit: TimerSlot::default() }
+    }
+
+    /// The service for one connection: its requests, which come one after another, share a timer for their
+    /// time limits (each later than the one before).
+    pub fn for_connection(&self) -> App {
+        App { limit: TimerSlot::default(), ..self.clone() }
     }
 }
 
@@ -73,7 +81,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Recording {
-        let started = Instant::now();
+        // tokio's clock, which the time limit's timer follows: `Instant::now()`, except in tests that pause it.
+        let started = tokio::time::Instant::now().into_std();
         let path = request.uri().path();
         let matched = self.labels.router.at(path).ok();
         let route = matched.as_ref().map_or(self.labels.unmatched(), |m| *m.value);
@@ -87,7 +96,8 @@ where
             None => Dispatch::Routed { future: self.router.call(request) },
         };
         Recording {
-            inner: tokio::time::timeout_at((started + REQUEST_TIMEOUT).into(), dispatch),
+            dispatch,
+            limit: self.limit.deadline((started + REQUEST_TIMEOUT).into()),
             started,
             labels: self.labels.clone(),
             route,
@@ -122,7 +132,8 @@ pin_project! {
     /// A request on its way to its response; records it when the response is ready.
     pub struct Recording {
         #[pin]
-        inner: Timeout<Dispatch>,
+        dispatch: Dispatch,
+        limit: Deadline,
         started: Instant,
         labels: Arc<RouteLabels>,
         // Index of the route in `labels`.
@@ -138,10 +149,13 @@ impl Future for Recording {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = match ready!(this.inner.poll(cx)) {
-            Ok(Ok(response)) => response,
-            Ok(Err(never)) => match never {},
-            Err(_) => Error::Timeout.into_response(),
+        let response = match this.dispatch.poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => {
+                ready!(Pin::new(this.limit).poll(cx));
+                Error::Timeout.into_response()
+            }
         };
         let outcome = super::respond::reported(&response);
         let elapsed = this.started.elapsed();
@@ -306,6 +320,39 @@ mod tests {
         // Nothing is looked up before it is observed: an unused slot adds no series.
         let fresh = OkGets::default();
         assert!(fresh.0.iter().all(|slot| slot.get().is_none()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_time_limit_is_answered_503_and_the_next_one_has_a_limit_of_its_own() {
+        use axum::routing::get;
+
+        let config = crate::Config::for_urls("postgres://nobody@127.0.0.1:1/none", "redis://127.0.0.1:1/");
+        let state = AppState::new(config).expect("state");
+        let router = Router::new()
+            .route("/slow", get(std::future::pending::<&'static str>))
+            .route("/fast", get(|| async { "ok" }));
+        let app = App::new(router, &["/slow", "/fast"], &[], state).for_connection();
+        let request = |path: &str| Request::get(path).body(axum::body::Body::empty()).expect("request");
+        let answer = |path: &'static str| {
+            let mut app = app.clone();
+            async move {
+                let start = tokio::time::Instant::now();
+                let response = app.call(request(path)).await.expect("infallible");
+                (response.status(), start.elapsed())
+            }
+        };
+        let (status, took) = answer("/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(took >= REQUEST_TIMEOUT && took < REQUEST_TIMEOUT + Duration::from_secs(1), "{took:?}");
+        let timer = app.limit.held().expect("the timer is kept for the connection's next request");
+        assert_eq!(answer("/fast").await.0, StatusCode::OK);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (status, took) = answer("/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(took >= REQUEST_TIMEOUT && took < REQUEST_TIMEOUT + Duration::from_secs(1), "{took:?}");
+        assert_eq!(app.limit.held(), Some(timer), "the same timer, moved on");
+        // Another connection's service has a timer of its own.
+        assert_eq!(app.for_connection().limit.held(), None);
     }
 
     #[test]
