@@ -146,6 +146,12 @@ fn product_name(id: i32) -> String {
     name
 }
 
+/// Whether an entry's name ([`CacheKey::name`]) is of catalog-scoped data (lists and aggregates), which any
+/// product write makes stale.
+pub fn is_catalog_name(name: &str) -> bool {
+    name.starts_with("products:") || name.starts_with("categories:")
+}
+
 /// Lower-case, trimmed, inner whitespace collapsed: "  Noise  Cancelling " and "noise cancelling" share a key.
 pub fn normalize_term(q: &str) -> String {
     q.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
@@ -286,14 +292,6 @@ impl Keyspace {
         Ok(format!("{}:{p}", self.prefix))
     }
 
-    /// Whether a full key holds catalog-scoped data (lists and aggregates) that any product write makes stale.
-    pub fn is_catalog_entry(&self, full_key: &str) -> bool {
-        full_key
-            .strip_prefix(&self.prefix)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .is_some_and(|name| name.starts_with("products:") || name.starts_with("categories:"))
-    }
-
     /// Strips the prefix for display (`cache-demo:product:1` → `product:1`).
     pub fn short<'a>(&self, full_key: &'a str) -> &'a str {
         full_key.strip_prefix(&self.prefix).and_then(|r| r.strip_prefix(':')).unwrap_or(full_key)
@@ -359,14 +357,18 @@ mod tests {
     }
 
     #[test]
-    fn catalog_entries_are_recognised_by_prefix() {
-        let ks = Keyspace::new("cache-demo");
-        assert!(ks.is_catalog_entry("cache-demo:products:top:10"));
-        assert!(ks.is_catalog_entry("cache-demo:categories:stats"));
-        assert!(!ks.is_catalog_entry("cache-demo:product:1"));
-        assert!(!ks.is_catalog_entry("cache-demo:generation:catalog"));
-        assert!(!ks.is_catalog_entry("other:products:top:10"));
-        assert!(!ks.is_catalog_entry("cache-demox:products:top:10"));
+    fn catalog_entries_are_recognised_by_name() {
+        let long = "a term too long to stay readable in the key, so hashed";
+        for key in [
+            CacheKey::top_products(10),
+            CacheKey::categories(),
+            CacheKey::search("usb c", 20),
+            CacheKey::search(long, 5),
+        ] {
+            assert!(is_catalog_name(key.name()), "{}", key.name());
+        }
+        assert!(!is_catalog_name(CacheKey::product(1).name()));
+        assert!(!is_catalog_name("generation:catalog"));
     }
 
     #[test]

@@ -10,11 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use moka::sync::Cache as Moka;
 
-use super::keys::{CacheKey, Keyspace, Scope};
+use super::keys::{CacheKey, Scope, is_catalog_name};
 use crate::metrics::Metrics;
 
 pub struct L1 {
-    /// Hashed with aHash's keyed hasher rather than the standard SipHash: every L1 hit hashes its key, and
+    /// Keyed by the entries' names ([`CacheKey::name`]), without the Redis prefix, which one process shares: an L1
+    /// hit does not build the Redis key. Hashed with aHash's keyed hasher rather than the standard SipHash: every L1 hit hashes its key, and
     /// aHash does it in about a third of the instructions, with a random key per process all the same, so
     /// keys that clients choose (searches) cannot be made to collide.
     entries: Moka<String, Bytes, ahash::RandomState>,
@@ -23,11 +24,10 @@ pub struct L1 {
     epoch: AtomicU64,
     /// False while this replica cannot hear invalidations from the others: then L1 is bypassed.
     active: AtomicBool,
-    keyspace: Keyspace,
 }
 
 impl L1 {
-    pub fn new(max_entries: u64, ttl: Duration, keyspace: Keyspace, metrics: Metrics) -> Self {
+    pub fn new(max_entries: u64, ttl: Duration, metrics: Metrics) -> Self {
         L1 {
             entries: Moka::builder()
                 .max_capacity(max_entries)
@@ -37,7 +37,6 @@ impl L1 {
             misses: metrics.l1_requests.with_label_values(&["miss"]),
             epoch: AtomicU64::new(0),
             active: AtomicBool::new(false),
-            keyspace,
         }
     }
 
@@ -45,11 +44,11 @@ impl L1 {
         self.active.load(Ordering::Acquire)
     }
 
-    pub fn get(&self, key: &str) -> Option<Bytes> {
+    pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
         if !self.is_active() {
             return None;
         }
-        let found = self.entries.get(key);
+        let found = self.entries.get(key.name());
         if found.is_some() { &self.hits } else { &self.misses }.inc();
         found
     }
@@ -58,13 +57,13 @@ impl L1 {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub fn insert_if_current(&self, key: &str, value: Bytes, epoch: u64) {
+    pub fn insert_if_current(&self, key: &CacheKey, value: Bytes, epoch: u64) {
         if !self.is_active() || self.epoch() != epoch {
             return;
         }
-        self.entries.insert(key.to_owned(), value);
+        self.entries.insert(key.name().to_owned(), value);
         if self.epoch() != epoch {
-            self.entries.invalidate(key);
+            self.entries.invalidate(key.name());
         }
     }
 
@@ -72,12 +71,12 @@ impl L1 {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         for scope in scopes {
             match scope {
-                Scope::Product(id) => self.entries.invalidate(&self.keyspace.full(&CacheKey::product(*id))),
+                Scope::Product(id) => self.entries.invalidate(CacheKey::product(*id).name()),
                 Scope::Catalog => {
                     let catalog: Vec<String> = self
                         .entries
                         .iter()
-                        .filter(|(k, _)| self.keyspace.is_catalog_entry(k))
+                        .filter(|(k, _)| is_catalog_name(k))
                         .map(|(k, _)| k.as_ref().clone())
                         .collect();
                     for k in catalog {
@@ -128,7 +127,7 @@ mod tests {
     use super::*;
 
     fn l1() -> L1 {
-        let l1 = L1::new(100, Duration::from_secs(60), Keyspace::new("p"), Metrics::new());
+        let l1 = L1::new(100, Duration::from_secs(60), Metrics::new());
         l1.start_serving();
         l1
     }
@@ -137,10 +136,10 @@ mod tests {
     fn stores_and_serves_while_active() {
         let l1 = l1();
         let e = l1.epoch();
-        l1.insert_if_current("p:product:1", Bytes::from_static(b"v"), e);
-        assert_eq!(l1.get("p:product:1"), Some(Bytes::from_static(b"v")));
+        l1.insert_if_current(&CacheKey::product(1), Bytes::from_static(b"v"), e);
+        assert_eq!(l1.get(&CacheKey::product(1)), Some(Bytes::from_static(b"v")));
         l1.stop_serving();
-        assert_eq!(l1.get("p:product:1"), None, "inactive L1 is bypassed");
+        assert_eq!(l1.get(&CacheKey::product(1)), None, "inactive L1 is bypassed");
     }
 
     #[test]
@@ -148,20 +147,20 @@ mod tests {
         let l1 = l1();
         let before = l1.epoch();
         l1.invalidate(&[Scope::Product(1)]);
-        l1.insert_if_current("p:product:1", Bytes::from_static(b"old"), before);
-        assert_eq!(l1.get("p:product:1"), None);
+        l1.insert_if_current(&CacheKey::product(1), Bytes::from_static(b"old"), before);
+        assert_eq!(l1.get(&CacheKey::product(1)), None);
     }
 
     #[test]
     fn catalog_invalidation_keeps_product_entries() {
         let l1 = l1();
         let e = l1.epoch();
-        l1.insert_if_current("p:product:1", Bytes::from_static(b"1"), e);
-        l1.insert_if_current("p:products:top:10", Bytes::from_static(b"t"), e);
-        l1.insert_if_current("p:categories:stats", Bytes::from_static(b"c"), e);
+        l1.insert_if_current(&CacheKey::product(1), Bytes::from_static(b"1"), e);
+        l1.insert_if_current(&CacheKey::top_products(10), Bytes::from_static(b"t"), e);
+        l1.insert_if_current(&CacheKey::categories(), Bytes::from_static(b"c"), e);
         l1.invalidate(&[Scope::Catalog]);
-        assert!(l1.get("p:product:1").is_some());
-        assert!(l1.get("p:products:top:10").is_none());
-        assert!(l1.get("p:categories:stats").is_none());
+        assert!(l1.get(&CacheKey::product(1)).is_some());
+        assert!(l1.get(&CacheKey::top_products(10)).is_none());
+        assert!(l1.get(&CacheKey::categories()).is_none());
     }
 }

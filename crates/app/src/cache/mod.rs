@@ -83,7 +83,7 @@ struct Inner {
 
 impl Cache {
     pub fn new(redis: Arc<RedisClient>, keyspace: Keyspace, opts: CacheOptions, metrics: Metrics) -> Self {
-        let l1 = opts.l1.map(|o| Arc::new(L1::new(o.max_entries, o.ttl, keyspace.clone(), metrics.clone())));
+        let l1 = opts.l1.map(|o| Arc::new(L1::new(o.max_entries, o.ttl, metrics.clone())));
         let flights = Arc::new(Flights::default());
         let pending = pending::Pending::new(opts.max_owed_scopes);
         let bus = Bus::new(

@@ -112,13 +112,13 @@ impl Cache {
             let cached = Cached { data, outcome: Outcome::Error, redis_time: None, db_time: Some(db_time) };
             return Ok(self.record(key, cached));
         }
-        let full = self.inner.keyspace.full(key);
         let l1 = self.inner.l1.as_ref().filter(|l1| l1.is_active());
-        if let Some(data) = l1.and_then(|l1| l1.get(&full)) {
+        if let Some(data) = l1.and_then(|l1| l1.get(key)) {
             let cached = Cached { data, outcome: Outcome::Hit(Level::L1), redis_time: None, db_time: None };
             return Ok(self.record(key, cached));
         }
         let epoch = l1.map(|l1| l1.epoch());
+        let full = self.inner.keyspace.full(key);
         let started = Instant::now();
         let looked_up = self.lookup(key, &full).await;
         let redis_time = Some(started.elapsed());
@@ -126,7 +126,7 @@ impl Cache {
         let generation = match looked_up {
             Ok(Lookup::Hit(data)) => {
                 if let (Some(l1), Some(e)) = (l1, epoch) {
-                    l1.insert_if_current(&full, data.clone(), e);
+                    l1.insert_if_current(key, data.clone(), e);
                 }
                 let cached = Cached { data, outcome: Outcome::Hit(Level::L2), redis_time, db_time: None };
                 return Ok(self.record(key, cached));
@@ -158,7 +158,7 @@ impl Cache {
             Loaded::FromRedis(_) => (Outcome::Hit(Level::L2), None, true),
         };
         if let (Some(l1), Some(e), true) = (l1, epoch, in_redis) {
-            l1.insert_if_current(&full, loaded.data().clone(), e);
+            l1.insert_if_current(key, loaded.data().clone(), e);
         }
         let outcome = if matches!(generation, Generation::Unknown) { Outcome::Error } else { outcome };
         let cached = Cached { data: loaded.into_data(), outcome, redis_time, db_time };
