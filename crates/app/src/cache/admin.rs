@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::connection::Command;
 use super::keys::CacheKey;
 use super::{Cache, CacheError};
 
@@ -100,7 +101,7 @@ impl Cache {
     async fn scan_page(&self, cursor: u64, pattern: &str, count: usize) -> Result<(u64, Vec<String>), CacheError> {
         self.inner
             .redis
-            .run("scan", |mut conn| async move {
+            .run(Command::Scan, |mut conn| async move {
                 ::redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
@@ -120,7 +121,7 @@ impl Cache {
         }
         self.inner
             .redis
-            .run("ttl", |mut conn| async move {
+            .run(Command::Ttl, |mut conn| async move {
                 let mut pipe = ::redis::pipe();
                 for k in keys {
                     pipe.cmd("TTL").arg(k);
@@ -135,7 +136,9 @@ impl Cache {
             let _: i64 = self
                 .inner
                 .redis
-                .run("unlink", |mut conn| async move { ::redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await })
+                .run(Command::Unlink, |mut conn| async move {
+                    ::redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await
+                })
                 .await?;
         }
         Ok(())
@@ -147,7 +150,7 @@ impl Cache {
         let ttl: i64 = self
             .inner
             .redis
-            .run("ttl", |mut conn| async move { ::redis::cmd("TTL").arg(&full).query_async(&mut conn).await })
+            .run(Command::Ttl, |mut conn| async move { ::redis::cmd("TTL").arg(&full).query_async(&mut conn).await })
             .await?;
         Ok((ttl >= -1).then_some(ttl))
     }
@@ -157,7 +160,7 @@ impl Cache {
         let text: String = self
             .inner
             .redis
-            .run("info", |mut conn| async move {
+            .run(Command::Info, |mut conn| async move {
                 ::redis::cmd("INFO").arg("memory").arg("stats").arg("server").query_async(&mut conn).await
             })
             .await?;
@@ -168,7 +171,7 @@ impl Cache {
         let _: String = self
             .inner
             .redis
-            .run("ping", |mut conn| async move { ::redis::cmd("PING").query_async(&mut conn).await })
+            .run(Command::Ping, |mut conn| async move { ::redis::cmd("PING").query_async(&mut conn).await })
             .await?;
         Ok(())
     }

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{CacheError, RedisClient};
+use super::connection::{CacheError, Command, RedisClient};
 use super::flight::Flights;
 use super::keys::{ALL_SCOPES, Dropped, Keyspace, parse_scopes};
 use super::l1::L1;
@@ -140,7 +140,7 @@ impl Bus {
         let acks = &self.acks;
         let _: Result<i64, _> = self
             .redis
-            .run("publish", |mut conn| async move {
+            .run(Command::Publish, |mut conn| async move {
                 ::redis::cmd("PUBLISH").arg(acks).arg(&ack).query_async(&mut conn).await
             })
             .await;
@@ -164,7 +164,7 @@ impl Bus {
         let channel = &self.channel;
         let published: Result<i64, _> = self
             .redis
-            .run("publish", |mut conn| async move {
+            .run(Command::Publish, |mut conn| async move {
                 ::redis::cmd("PUBLISH").arg(channel).arg(&message).query_async(&mut conn).await
             })
             .await;

@@ -3,9 +3,10 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use prometheus::Histogram;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisError, RedisResult};
 use tokio::sync::OnceCell;
@@ -25,6 +26,88 @@ pub enum CacheError {
     Redis(#[from] RedisError),
 }
 
+/// The Redis operations the app runs, each timed as `redis_command_duration_seconds{command}` under its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Lookup,
+    Claim,
+    Fill,
+    FillQueued,
+    ForgetGeneration,
+    Lock,
+    Unlock,
+    Get,
+    Invalidate,
+    Publish,
+    Peek,
+    ConfigGet,
+    ConfigSet,
+    Exchange,
+    Hdel,
+    Set,
+    Scan,
+    Ttl,
+    Unlink,
+    Info,
+    Ping,
+}
+
+impl Command {
+    pub const COUNT: usize = 21;
+
+    #[cfg(test)]
+    const ALL: [Command; Command::COUNT] = [
+        Command::Lookup,
+        Command::Claim,
+        Command::Fill,
+        Command::FillQueued,
+        Command::ForgetGeneration,
+        Command::Lock,
+        Command::Unlock,
+        Command::Get,
+        Command::Invalidate,
+        Command::Publish,
+        Command::Peek,
+        Command::ConfigGet,
+        Command::ConfigSet,
+        Command::Exchange,
+        Command::Hdel,
+        Command::Set,
+        Command::Scan,
+        Command::Ttl,
+        Command::Unlink,
+        Command::Info,
+        Command::Ping,
+    ];
+
+    /// The `command` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Command::Lookup => "lookup",
+            Command::Claim => "claim",
+            Command::Fill => "fill",
+            Command::FillQueued => "fill_queued",
+            Command::ForgetGeneration => "forget_generation",
+            Command::Lock => "lock",
+            Command::Unlock => "unlock",
+            Command::Get => "get",
+            Command::Invalidate => "invalidate",
+            Command::Publish => "publish",
+            Command::Peek => "peek",
+            Command::ConfigGet => "config_get",
+            Command::ConfigSet => "config_set",
+            Command::Exchange => "exchange",
+            Command::Hdel => "hdel",
+            Command::Set => "set",
+            Command::Scan => "scan",
+            Command::Ttl => "ttl",
+            Command::Unlink => "unlink",
+            Command::Info => "info",
+            Command::Ping => "ping",
+        }
+    }
+}
+
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
 const DOWN: u8 = 2;
@@ -40,6 +123,9 @@ pub struct RedisClient {
     /// Start time (nanoseconds since `base`) of the latest-started command whose outcome was applied.
     latest_applied: AtomicU64,
     base: Instant,
+    /// Each command's series of `redis_command_duration_seconds`, looked up by its label on first use and kept:
+    /// the lookup hashes the label, for every command.
+    durations: [OnceLock<Histogram>; Command::COUNT],
 }
 
 impl RedisClient {
@@ -69,6 +155,7 @@ impl RedisClient {
             state: AtomicU8::new(UNKNOWN),
             latest_applied: AtomicU64::new(0),
             base: Instant::now(),
+            durations: std::array::from_fn(|_| OnceLock::new()),
         });
         this.metrics.redis_up.set(0);
         // The task ends once connected (the manager reconnects by itself from then on) or when the client is dropped.
@@ -93,7 +180,7 @@ impl RedisClient {
     }
 
     /// Runs one Redis operation, bounded by the timeout and recorded as `redis_command_duration_seconds{command}`.
-    pub async fn run<T, F, Fut>(&self, command: &'static str, op: F) -> Result<T, CacheError>
+    pub async fn run<T, F, Fut>(&self, command: Command, op: F) -> Result<T, CacheError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
@@ -106,7 +193,7 @@ impl RedisClient {
         }
         let start = Instant::now();
         let result = tokio::time::timeout_at((start + self.timeout).into(), op(conn.clone())).await;
-        self.metrics.redis_duration.with_label_values(&[command]).observe(start.elapsed().as_secs_f64());
+        self.duration(command).observe(start.elapsed().as_secs_f64());
         // Outcomes are applied in the order the commands started: a reply that was already buffered when
         // Redis died, or an error from a connection that has since been replaced, arrives late and says nothing
         // about Redis now, so it changes neither the logged state nor the breaker.
@@ -122,7 +209,7 @@ impl RedisClient {
             }
             Ok(Err(e)) => {
                 if stale {
-                    tracing::debug!(command, error = %e, "late failure of an earlier redis command");
+                    tracing::debug!(command = command.label(), error = %e, "late failure of an earlier redis command");
                 } else if is_connectivity(&e) {
                     self.breaker.failure();
                     self.mark_down(&e.to_string());
@@ -130,7 +217,7 @@ impl RedisClient {
                     // Redis answered (with an error reply): it is reachable.
                     self.breaker.success();
                     self.mark_up();
-                    tracing::debug!(command, error = %e, "redis command failed");
+                    tracing::debug!(command = command.label(), error = %e, "redis command failed");
                 }
                 Err(CacheError::Redis(e))
             }
@@ -139,7 +226,7 @@ impl RedisClient {
                     self.breaker.failure();
                     self.mark_down("timed out");
                 }
-                Err(CacheError::Timeout(command))
+                Err(CacheError::Timeout(command.label()))
             }
         }
     }
@@ -147,7 +234,7 @@ impl RedisClient {
     /// Queues a command without waiting for (or reading) its reply: Redis still runs it, in order with this
     /// connection's other commands. An enqueue proves nothing about Redis's health, so it changes neither the
     /// logged state nor the breaker; it is skipped while the breaker is open.
-    pub async fn send_without_reply(&self, command: &'static str, mut cmd: redis::Cmd) -> Result<(), CacheError> {
+    pub async fn send_without_reply(&self, command: Command, mut cmd: redis::Cmd) -> Result<(), CacheError> {
         let Some(conn) = self.conn.get() else {
             return Err(CacheError::NotConnected);
         };
@@ -158,12 +245,17 @@ impl RedisClient {
         let mut conn = conn.clone();
         let start = Instant::now();
         let sent = tokio::time::timeout_at((start + self.timeout).into(), conn.send_packed_command(&cmd)).await;
-        self.metrics.redis_duration.with_label_values(&[command]).observe(start.elapsed().as_secs_f64());
+        self.duration(command).observe(start.elapsed().as_secs_f64());
         match sent {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(CacheError::Redis(e)),
-            Err(_) => Err(CacheError::Timeout(command)),
+            Err(_) => Err(CacheError::Timeout(command.label())),
         }
+    }
+
+    fn duration(&self, command: Command) -> &Histogram {
+        self.durations[command as usize]
+            .get_or_init(|| self.metrics.redis_duration.with_label_values(&[command.label()]))
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -220,5 +312,38 @@ async fn connect_loop(this: Weak<RedisClient>, client: Client, timeout: Duration
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_command_has_its_own_slot_and_label() {
+        let mut labels = std::collections::HashSet::new();
+        for (i, command) in Command::ALL.into_iter().enumerate() {
+            assert_eq!(command as usize, i, "{command:?}");
+            assert!(labels.insert(command.label()), "label {} twice", command.label());
+        }
+        assert_eq!(labels.len(), Command::COUNT);
+    }
+
+    #[tokio::test]
+    async fn a_command_is_timed_under_its_label_in_its_clients_registry() {
+        let client = |metrics: &Metrics| {
+            let breaker = BreakerConfig { enabled: false, failures: 1, cooldown: Duration::from_secs(1) };
+            RedisClient::connect("redis://127.0.0.1:1/", None, Duration::from_millis(100), breaker, metrics.clone())
+                .expect("client")
+        };
+        let (one, two) = (Metrics::new(), Metrics::new());
+        let (first, second) = (client(&one), client(&two));
+        first.duration(Command::FillQueued).observe(0.001);
+        first.duration(Command::FillQueued).observe(0.002);
+        second.duration(Command::FillQueued).observe(0.001);
+        let count = |m: &Metrics, label: &str| m.redis_duration.with_label_values(&[label]).get_sample_count();
+        assert_eq!(count(&one, "fill_queued"), 2);
+        assert_eq!(count(&one, "lookup"), 0);
+        assert_eq!(count(&two, "fill_queued"), 1, "each client keeps the series of its own registry");
     }
 }

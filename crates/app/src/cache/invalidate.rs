@@ -7,6 +7,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::bus::Announced;
+use super::connection::Command;
 use super::keys::{CacheKey, Dropped, Scope};
 use super::pending::Owed;
 use super::scripts::Token;
@@ -130,7 +131,7 @@ impl Cache {
         let bumped: Result<(i64, Vec<String>), _> = self
             .inner
             .redis
-            .run("invalidate", |mut conn| async move {
+            .run(Command::Invalidate, |mut conn| async move {
                 let mut inv = script.key(index);
                 for (token_key, _) in &tokens {
                     inv.key(token_key);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Cache;
+use super::connection::Command;
 use super::keys::CacheKey;
 use super::read::{FillMode, Generation, Load, Loaded};
 use super::scripts::Token;
@@ -32,7 +33,7 @@ impl Cache {
         let acquired: Result<Option<String>, _> = self
             .inner
             .redis
-            .run("lock", |mut conn| {
+            .run(Command::Lock, |mut conn| {
                 let lock_key = &lock_key;
                 async move {
                     ::redis::cmd("SET")
@@ -55,7 +56,7 @@ impl Cache {
                 let _: Result<i64, _> = self
                     .inner
                     .redis
-                    .run("unlock", |mut conn| async move {
+                    .run(Command::Unlock, |mut conn| async move {
                         script.key(&lock_key).arg(owner.as_str()).invoke_async(&mut conn).await
                     })
                     .await;
@@ -70,10 +71,9 @@ impl Cache {
                     let found: Result<Option<Vec<u8>>, _> = self
                         .inner
                         .redis
-                        .run(
-                            "get",
-                            |mut conn| async move { ::redis::cmd("GET").arg(full).query_async(&mut conn).await },
-                        )
+                        .run(Command::Get, |mut conn| async move {
+                            ::redis::cmd("GET").arg(full).query_async(&mut conn).await
+                        })
                         .await;
                     match found {
                         Ok(Some(bytes)) => {

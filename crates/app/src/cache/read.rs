@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::connection::Command;
 use super::flight::{self, Join, Shared};
 use super::keys::{CacheKey, Scope};
 use super::outcome::{Cached, Level, Outcome, Primed};
@@ -194,11 +195,11 @@ impl Cache {
         let index = self.catalog_index_of(key);
         let redis = &self.inner.redis;
         match redis
-            .run("lookup", |mut conn| async move { send_lookup(&mut conn, full, token_key, index).await })
+            .run(Command::Lookup, |mut conn| async move { send_lookup(&mut conn, full, token_key, index).await })
             .await?
         {
             Some(found) => Ok(found),
-            None => redis.run("claim", |mut conn| async move { claim(&mut conn, token_key).await }).await,
+            None => redis.run(Command::Claim, |mut conn| async move { claim(&mut conn, token_key).await }).await,
         }
     }
 
@@ -294,14 +295,14 @@ impl Cache {
     async fn forget_generation(&self, key: &CacheKey, token: &str) {
         let mut cmd = ::redis::cmd("EVAL");
         cmd.arg(FORGET).arg(1).arg(self.inner.keyspace.generation(key.scope_name())).arg(token);
-        let _ = self.inner.redis.send_without_reply("forget_generation", cmd).await;
+        let _ = self.inner.redis.send_without_reply(Command::ForgetGeneration, cmd).await;
     }
 
     /// Queues the fill without waiting for its reply. Redis runs one connection's commands in order, so any later
     /// lookup from this process sees the value, while the response does not wait a round trip for it.
     async fn queue_fill(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) {
         let (cmd, ttl) = self.fill_command(key, full, token, data);
-        if self.inner.redis.send_without_reply("fill_queued", cmd).await.is_ok() {
+        if self.inner.redis.send_without_reply(Command::FillQueued, cmd).await.is_ok() {
             self.inner.metrics.ttl_seconds.observe(ttl.as_secs_f64());
         }
     }
@@ -311,7 +312,7 @@ impl Cache {
     async fn fill(&self, key: &CacheKey, full: &str, token: &str, data: &Bytes) -> bool {
         let (cmd, ttl) = self.fill_command(key, full, token, data);
         let stored: Result<i64, _> =
-            self.inner.redis.run("fill", |mut conn| async move { cmd.query_async(&mut conn).await }).await;
+            self.inner.redis.run(Command::Fill, |mut conn| async move { cmd.query_async(&mut conn).await }).await;
         match stored {
             Ok(1) => {
                 self.inner.metrics.ttl_seconds.observe(ttl.as_secs_f64());

@@ -9,6 +9,7 @@ pub const SHARED_TTL_SECS: u64 = 600;
 /// Each replica's report lives in the fleet hash, which expires this long after the last report.
 const FLEET_TTL_SECS: u64 = 60;
 
+use super::connection::Command;
 use super::keys::CacheKey;
 use super::{Cache, CacheError};
 
@@ -32,7 +33,7 @@ impl Cache {
         let (value, pttl): (Option<Vec<u8>>, i64) = self
             .inner
             .redis
-            .run("peek", |mut conn| async move {
+            .run(Command::Peek, |mut conn| async move {
                 ::redis::pipe().get(&full).cmd("PTTL").arg(&full).query_async(&mut conn).await
             })
             .await?;
@@ -44,7 +45,7 @@ impl Cache {
         let pair: Vec<String> = self
             .inner
             .redis
-            .run("config_get", |mut conn| async move {
+            .run(Command::ConfigGet, |mut conn| async move {
                 ::redis::cmd("CONFIG").arg("GET").arg("maxmemory").query_async(&mut conn).await
             })
             .await?;
@@ -54,7 +55,7 @@ impl Cache {
     pub async fn set_maxmemory(&self, bytes: u64) -> Result<(), CacheError> {
         self.inner
             .redis
-            .run("config_set", |mut conn| async move {
+            .run(Command::ConfigSet, |mut conn| async move {
                 ::redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(bytes).query_async::<()>(&mut conn).await
             })
             .await
@@ -67,7 +68,7 @@ impl Cache {
         let value: Option<u64> = self
             .inner
             .redis
-            .run("get", |mut conn| async move { ::redis::cmd("GET").arg(key).query_async(&mut conn).await })
+            .run(Command::Get, |mut conn| async move { ::redis::cmd("GET").arg(key).query_async(&mut conn).await })
             .await?;
         Ok(value)
     }
@@ -86,7 +87,7 @@ impl Cache {
         let (reports, epoch, db_delay_ms, configured_maxmemory) = self
             .inner
             .redis
-            .run("exchange", |mut conn| async move {
+            .run(Command::Exchange, |mut conn| async move {
                 ::redis::pipe()
                     .hset(fleet, replica, report)
                     .ignore()
@@ -117,7 +118,7 @@ impl Cache {
         let fleet = self.inner.keyspace.fleet();
         self.inner
             .redis
-            .run("hdel", |mut conn| async move {
+            .run(Command::Hdel, |mut conn| async move {
                 ::redis::cmd("HDEL").arg(fleet).arg(replicas).query_async::<()>(&mut conn).await
             })
             .await
@@ -137,7 +138,7 @@ impl Cache {
     async fn set_shared(&self, key: &str, value: String, write: Write) -> Result<(), CacheError> {
         self.inner
             .redis
-            .run("set", |mut conn| async move {
+            .run(Command::Set, |mut conn| async move {
                 let mut cmd = ::redis::cmd("SET");
                 cmd.arg(key).arg(value).arg("EX").arg(SHARED_TTL_SECS);
                 if write == Write::UnlessKnown {
