@@ -430,7 +430,21 @@ async function staleWrite(side) {
 for (const side of Object.values(stale)) {
   side.root.querySelectorAll(".stale-id").forEach((el) => { el.textContent = String(side.id); });
   side.q("stale-write").addEventListener("click", () => staleWrite(side));
-  refreshStaleStatus(side).catch((e) => { side.q("verdict").textContent = `staleness unavailable: ${e.message}`; });
+  loadStaleStatus(side);
+}
+
+// The first status of a side, asked again every 2 s until it comes: Redis may connect after the page loaded
+// (the app is ready without it), and the panel has nothing to show before.
+const STALE_UNAVAILABLE = "staleness unavailable";
+async function loadStaleStatus(side) {
+  const verdict = side.q("verdict");
+  try {
+    await refreshStaleStatus(side);
+    if (verdict.textContent.startsWith(STALE_UNAVAILABLE)) verdict.textContent = "";
+  } catch (e) {
+    verdict.textContent = `${STALE_UNAVAILABLE}: ${e.message}; trying again`;
+    setTimeout(() => loadStaleStatus(side), 2000);
+  }
 }
 setInterval(() => Object.values(stale).forEach(renderStale), 500);
 

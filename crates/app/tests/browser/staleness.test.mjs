@@ -34,6 +34,32 @@ test("both sides show their key and the database price", async () => {
   assert.match(await text(`${viaApi} .stale-db`), /^\d+\.\d\d$/);
 });
 
+test("a side whose first status fails says so and shows it once it comes", async () => {
+  // The app is ready before Redis answers; here the first staleness reads fail as they would then.
+  const other = await browser.newPage();
+  let refused = 0;
+  await other.route("**/api/labs/staleness?*", (route) => {
+    if (refused < 2) {
+      refused += 1;
+      return route.fulfill({ status: 503, contentType: "application/json", body: '{"error":"cache unavailable"}' });
+    }
+    return route.continue();
+  });
+  try {
+    await other.goto(stack.base);
+    await other.waitForFunction(
+      () => /staleness unavailable/.test(document.querySelector("#stale-naive .verdict").innerText), null,
+      { timeout: 15_000 });
+    await other.waitForFunction(
+      () => document.querySelector("#stale-naive .stale-key").innerText === "cache-demo:product:1", null,
+      { timeout: 15_000 });
+    assert.equal(refused, 2);
+    assert.doesNotMatch(await other.locator("#stale-naive .verdict").innerText(), /unavailable/);
+  } finally {
+    await other.close();
+  }
+});
+
 test("a write without the admin token is refused and asks for it", async () => {
   await page.click(`${naive} .stale-write`);
   await waitText(`${naive} .verdict`, /admin token/);
