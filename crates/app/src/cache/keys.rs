@@ -146,12 +146,6 @@ fn product_name(id: i32) -> String {
     name
 }
 
-/// Whether an entry's name ([`CacheKey::name`]) is of catalog-scoped data (lists and aggregates), which any
-/// product write makes stale.
-pub fn is_catalog_name(name: &str) -> bool {
-    name.starts_with("products:") || name.starts_with("categories:")
-}
-
 /// Lower-case, trimmed, inner whitespace collapsed: "  Noise  Cancelling " and "noise cancelling" share a key.
 pub fn normalize_term(q: &str) -> String {
     q.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
@@ -354,21 +348,6 @@ mod tests {
     #[test]
     fn empty_term_lists_products() {
         assert_eq!(CacheKey::search("", 5).name(), "products:list:5");
-    }
-
-    #[test]
-    fn catalog_entries_are_recognised_by_name() {
-        let long = "a term too long to stay readable in the key, so hashed";
-        for key in [
-            CacheKey::top_products(10),
-            CacheKey::categories(),
-            CacheKey::search("usb c", 20),
-            CacheKey::search(long, 5),
-        ] {
-            assert!(is_catalog_name(key.name()), "{}", key.name());
-        }
-        assert!(!is_catalog_name(CacheKey::product(1).name()));
-        assert!(!is_catalog_name("generation:catalog"));
     }
 
     #[test]

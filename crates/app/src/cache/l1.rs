@@ -11,14 +11,15 @@ use bytes::Bytes;
 use quick_cache::UnitWeighter;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 
-use super::keys::{CacheKey, Scope, is_catalog_name};
+use super::keys::{CacheKey, Scope};
 use crate::metrics::Metrics;
 
-/// An entry and the moment it expires.
+/// An entry, the moment it expires, and whether a write to any product makes it stale (its scope is the catalog).
 #[derive(Clone)]
 struct Stored {
     value: Bytes,
     expires: Instant,
+    catalog: bool,
 }
 
 type Entries = Cache<String, Stored, UnitWeighter, ahash::RandomState, DefaultLifecycle<String, Stored>>;
@@ -27,11 +28,11 @@ pub struct L1 {
     /// Keyed by the entries' names ([`CacheKey::name`]), without the Redis prefix, which one process shares: an L1
     /// hit does not build the Redis key. A bounded map whose lookup is a read lock and a hash probe (quick_cache);
     /// each entry carries its expiry, checked when it is read. Hashed with aHash's keyed hasher rather than the
-    /// standard SipHash: every L1 hit hashes its key, and aHash does it in about a third of the instructions,
-    /// with a random key per process all the same, so keys that clients choose (searches) cannot be made to
-    /// collide.
+    /// standard SipHash: every L1 hit hashes its key, and aHash does it in fewer instructions, with a random key
+    /// per process all the same, so keys that clients choose (searches) cannot be made to collide.
     entries: Entries,
     ttl: Duration,
+    /// As configured, for `/api/stats` (the shards' capacities add up to about this).
     max_entries: u64,
     hits: prometheus::IntCounter,
     misses: prometheus::IntCounter,
@@ -88,7 +89,10 @@ impl L1 {
         if !self.is_active() || self.epoch() != epoch {
             return;
         }
-        self.entries.insert(key.name().to_owned(), Stored { value, expires: Instant::now() + self.ttl });
+        self.entries.insert(
+            key.name().to_owned(),
+            Stored { value, expires: Instant::now() + self.ttl, catalog: key.scope == Scope::Catalog },
+        );
         if self.epoch() != epoch {
             self.entries.remove(key.name());
         }
@@ -101,7 +105,7 @@ impl L1 {
                 Scope::Product(id) => {
                     self.entries.remove(CacheKey::product(*id).name());
                 }
-                Scope::Catalog => self.entries.retain(|name, _| !is_catalog_name(name)),
+                Scope::Catalog => self.entries.retain(|_, stored| !stored.catalog),
             }
         }
     }
@@ -174,20 +178,21 @@ mod tests {
 
     #[test]
     fn entries_expire_after_their_ttl_and_are_not_counted_then() {
-        let l1 = L1::new(100, Duration::from_millis(50), Metrics::new());
+        // Long enough that the first checks run well inside it, even on a busy machine.
+        let l1 = L1::new(100, Duration::from_millis(1_000), Metrics::new());
         l1.start_serving();
         let e = l1.epoch();
         l1.insert_if_current(&CacheKey::product(1), Bytes::from_static(b"1"), e);
         l1.insert_if_current(&CacheKey::product(2), Bytes::from_static(b"2"), e);
         assert_eq!(l1.stats().entries, 2);
         assert!(l1.get(&CacheKey::product(1)).is_some());
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(1_100));
         assert_eq!(l1.get(&CacheKey::product(1)), None, "expired");
         // A new value after expiry is served again.
         l1.insert_if_current(&CacheKey::product(1), Bytes::from_static(b"new"), l1.epoch());
         assert_eq!(l1.get(&CacheKey::product(1)), Some(Bytes::from_static(b"new")));
         let stats = l1.stats();
-        assert_eq!((stats.entries, stats.ttl_ms, stats.max_entries), (1, 50, 100), "product 2 expired unread");
+        assert_eq!((stats.entries, stats.ttl_ms, stats.max_entries), (1, 1_000, 100), "product 2 expired unread");
     }
 
     #[test]
@@ -220,9 +225,11 @@ mod tests {
         l1.insert_if_current(&CacheKey::product(1), Bytes::from_static(b"1"), e);
         l1.insert_if_current(&CacheKey::top_products(10), Bytes::from_static(b"t"), e);
         l1.insert_if_current(&CacheKey::categories(), Bytes::from_static(b"c"), e);
+        l1.insert_if_current(&CacheKey::search("usb c", 20), Bytes::from_static(b"s"), e);
         l1.invalidate(&[Scope::Catalog]);
         assert!(l1.get(&CacheKey::product(1)).is_some());
         assert!(l1.get(&CacheKey::top_products(10)).is_none());
         assert!(l1.get(&CacheKey::categories()).is_none());
+        assert!(l1.get(&CacheKey::search("usb c", 20)).is_none());
     }
 }

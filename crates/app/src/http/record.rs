@@ -1,6 +1,6 @@
 //! [`App`]: the router behind one service that bounds every request by [`REQUEST_TIMEOUT`] (past it:
-//! [`Error::Timeout`], timed by the connection's one timer for it: see [`crate::timer`]) and records `http_request_duration_seconds{route, method, status, source}` and the
-//! recent-requests list.
+//! [`Error::Timeout`], timed by the connection's one timer for it: see [`crate::timer`]) and records
+//! `http_request_duration_seconds{route, method, status, source}` and the recent-requests list.
 //!
 //! It wraps the finished router instead of being given to it as a layer: axum wraps every route in a layer of
 //! its own, which costs each request boxed futures and clones of boxed services, and `middleware::from_fn`
