@@ -8,9 +8,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, Postgres};
 use sqlx::types::Json;
-use sqlx::{Executor, FromRow, PgPool};
+use sqlx::{Connection as _, Executor, FromRow, PgPool};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -227,6 +228,16 @@ pub struct Db {
 /// The longest artificial delay the dashboard may set.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
 
+/// A pooled connection idle for this long is checked (a round trip to PostgreSQL) before a query uses it; one
+/// used more recently is not.
+///
+/// sqlx already checks every connection when it goes back to the pool, after its query. Checking it again when
+/// it is taken, sqlx's default, put a second round trip in front of every query: 40–52 µs of a 0.30–0.38 ms
+/// read of one product, one connection at a time, on the machine of docs/benchmarks.md. A connection cut within
+/// this second (PostgreSQL restarted, its backend terminated) fails its read, which is then made once more on
+/// another connection ([`Db::read`]); a write checks its connection whatever its idle time ([`Db::write`]).
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 pub struct DbOptions {
     pub url: String,
     pub pool_size: u32,
@@ -252,6 +263,15 @@ impl Db {
             // One connection kept open, so the first request after a quiet spell does not pay for a new one.
             .min_connections(1)
             .acquire_timeout(opts.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= CHECK_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             // Every new connection prepares the reads before its first use: a cold connection would otherwise
             // add parse and plan time to whichever request meets it first (the first of a comparison's two).
             .after_connect(|conn, _| {
@@ -298,6 +318,57 @@ impl Db {
         }
     }
 
+    /// A read under [`Db::timed`], made once more on another connection when its connection turned out to be
+    /// gone. A read changes nothing, so making it twice is safe; a write is never repeated.
+    async fn read<T, Fut>(&self, query: &'static str, run: impl Fn() -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        self.timed(query, async {
+            match run().await {
+                Err(e) if connection_lost(&e) => {
+                    tracing::info!(query, error = %e, "database connection lost: reading again on another");
+                    run().await
+                }
+                done => done,
+            }
+        })
+        .await
+    }
+
+    /// A write under [`Db::timed`], on a connection checked first whatever its idle time: a write is never made
+    /// twice (it may have committed before its connection broke), so it must not start on one that is gone.
+    async fn write<T>(
+        &self,
+        query: &'static str,
+        run: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T> {
+        self.timed(query, async {
+            let mut conn = self.checked_connection().await?;
+            run(&mut conn).await
+        })
+        .await
+    }
+
+    /// A pooled connection that answered a check. One that did not is closed and the next one tried, as many
+    /// times as the pool has connections and once more, for a new one.
+    async fn checked_connection(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let mut tries = self.pool.options().get_max_connections() + 1;
+        loop {
+            let mut conn = self.pool.acquire().await?;
+            match conn.ping().await {
+                Ok(()) => return Ok(conn),
+                Err(e) => {
+                    conn.close_on_drop();
+                    tries -= 1;
+                    if tries == 0 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
     /// Every connection the pool may open is open and in use: PostgreSQL is reachable, the app is only busy.
     pub fn saturated(&self) -> bool {
         self.pool.size() >= self.pool.options().get_max_connections() && self.pool.num_idle() == 0
@@ -314,30 +385,28 @@ impl Db {
     }
 
     pub async fn category_stats(&self) -> Result<Vec<CategoryStats>> {
-        self.timed("category_stats", sqlx::query_as(CATEGORY_STATS).fetch_all(&self.pool)).await
+        self.read("category_stats", || sqlx::query_as(CATEGORY_STATS).fetch_all(&self.pool)).await
     }
 
     /// Case-insensitive search of name and description; `term` is matched literally (no wildcards).
     /// An empty term lists products by name.
     pub async fn search_products(&self, term: &str, limit: u32) -> Result<Vec<ProductSummary>> {
         let pattern = format!("%{}%", escape_like(term));
-        self.timed(
-            "search_products",
-            sqlx::query_as(SEARCH).bind(term).bind(pattern).bind(i64::from(limit)).fetch_all(&self.pool),
-        )
+        self.read("search_products", || {
+            sqlx::query_as(SEARCH).bind(term).bind(pattern.as_str()).bind(i64::from(limit)).fetch_all(&self.pool)
+        })
         .await
     }
 
     pub async fn top_products(&self, limit: u32) -> Result<Vec<TopProduct>> {
-        self.timed("top_products", sqlx::query_as(TOP_PRODUCTS).bind(i64::from(limit)).fetch_all(&self.pool)).await
+        self.read("top_products", || sqlx::query_as(TOP_PRODUCTS).bind(i64::from(limit)).fetch_all(&self.pool)).await
     }
 
     pub async fn product(&self, id: i32) -> Result<Option<ProductDetail>> {
         let row: Option<ProductDetailRow> = self
-            .timed(
-                "product",
-                sqlx::query_as(sqlx::AssertSqlSafe(PRODUCT_DETAIL.as_str())).bind(id).fetch_optional(&self.pool),
-            )
+            .read("product", || {
+                sqlx::query_as(sqlx::AssertSqlSafe(PRODUCT_DETAIL.as_str())).bind(id).fetch_optional(&self.pool)
+            })
             .await?;
         Ok(row.map(|r| ProductDetail {
             product: r.product,
@@ -351,8 +420,7 @@ impl Db {
     }
 
     pub async fn create_product(&self, new: &NewProduct) -> Result<Product> {
-        self.timed(
-            "create_product",
+        self.write("create_product", async |c| {
             sqlx::query_as(sqlx::AssertSqlSafe(CREATE_PRODUCT.as_str()))
                 .bind(&new.sku)
                 .bind(&new.name)
@@ -360,15 +428,15 @@ impl Db {
                 .bind(new.price)
                 .bind(new.stock)
                 .bind(new.category_id)
-                .fetch_one(&self.pool),
-        )
+                .fetch_one(c)
+                .await
+        })
         .await
     }
 
     /// Updates the given columns; `None` when there is no such product. One statement: all or nothing.
     pub async fn update_product(&self, id: i32, patch: &ProductPatch) -> Result<Option<Product>> {
-        self.timed(
-            "update_product",
+        self.write("update_product", async |c| {
             sqlx::query_as(sqlx::AssertSqlSafe(UPDATE_PRODUCT.as_str()))
                 .bind(id)
                 .bind(&patch.sku)
@@ -377,17 +445,17 @@ impl Db {
                 .bind(patch.price)
                 .bind(patch.stock)
                 .bind(patch.category_id)
-                .fetch_optional(&self.pool),
-        )
+                .fetch_optional(c)
+                .await
+        })
         .await
     }
 
     /// A product's price; `None` when there is no such product.
     pub async fn price(&self, id: i32) -> Result<Option<f64>> {
-        self.timed(
-            "price",
-            sqlx::query_scalar("SELECT price::float8 FROM products WHERE id = $1").bind(id).fetch_optional(&self.pool),
-        )
+        self.read("price", || {
+            sqlx::query_scalar("SELECT price::float8 FROM products WHERE id = $1").bind(id).fetch_optional(&self.pool)
+        })
         .await
     }
 
@@ -395,30 +463,31 @@ impl Db {
     /// write skips invalidation. Never the API's write path. `false` when there is no such product.
     pub async fn set_price_without_invalidation(&self, id: i32, price: f64) -> Result<bool> {
         let done = self
-            .timed(
-                "set_price_without_invalidation",
+            .write("set_price_without_invalidation", async |c| {
                 sqlx::query("UPDATE products SET price = $2::numeric(10,2), updated_at = now() WHERE id = $1")
                     .bind(id)
                     .bind(price)
-                    .execute(&self.pool),
-            )
+                    .execute(c)
+                    .await
+            })
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// The highest product id (the uniform load draws ids up to it); 0 for an empty catalogue.
     pub async fn max_product_id(&self) -> Result<i32> {
-        self.timed(
-            "max_product_id",
-            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM products").fetch_one(&self.pool),
-        )
+        self.read("max_product_id", || {
+            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM products").fetch_one(&self.pool)
+        })
         .await
     }
 
     /// Deletes a product and its reviews; false when there was no such product.
     pub async fn delete_product(&self, id: i32) -> Result<bool> {
         let done = self
-            .timed("delete_product", sqlx::query("DELETE FROM products WHERE id = $1").bind(id).execute(&self.pool))
+            .write("delete_product", async |c| {
+                sqlx::query("DELETE FROM products WHERE id = $1").bind(id).execute(c).await
+            })
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -436,27 +505,121 @@ fn escape_like(term: &str) -> String {
     out
 }
 
+/// Whether `e` says that the connection was gone (its server process had ended), not that the query failed.
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        // Class 08, connection exceptions; 57P01–57P03: the server is shutting down, crashed, or starting.
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Whatever request meets a new connection first, the reads are already prepared on it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_new_connection_has_the_reads_prepared() {
+    /// A pool of `pool_size` connections on a database of its own, and that database's URL.
+    async fn test_db(pool_size: u32) -> (Db, String) {
         let pg = tokio::task::spawn_blocking(cache_demo_testkit::shared_pg).await.expect("PostgreSQL");
         let url = tokio::task::spawn_blocking(move || cache_demo_testkit::fresh_database(pg))
             .await
             .expect("join")
             .expect("a database");
         let opts = DbOptions {
-            url,
-            pool_size: 2,
+            url: url.clone(),
+            pool_size,
             acquire_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(1),
             delay: Duration::ZERO,
         };
-        let db = Db::connect_lazy(&opts, Metrics::new()).expect("pool");
+        (Db::connect_lazy(&opts, Metrics::new()).expect("pool"), url)
+    }
+
+    /// Ends the server processes of every pooled connection to the database at `url` (as a restart of
+    /// PostgreSQL, or an administrator, would), from a connection of its own, and waits until they are gone.
+    /// Returns how many there were.
+    async fn end_backends(url: &str) -> usize {
+        let mut admin = sqlx::PgConnection::connect(url).await.expect("a connection of its own");
+        let ended: Vec<i32> = sqlx::query_scalar(
+            "WITH app AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE application_name = 'cache-demo' \
+             AND datname = current_database() AND pid <> pg_backend_pid()) \
+             SELECT pid FROM app WHERE pg_terminate_backend(pid)",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .expect("pg_terminate_backend");
+        for _ in 0..250 {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+                .bind(&ended)
+                .fetch_one(&mut admin)
+                .await
+                .expect("pg_stat_activity");
+            if left == 0 {
+                return ended.len();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the backends {ended:?} did not end");
+    }
+
+    /// Waits until the pool holds `n` idle connections: every connection returned (sqlx does it in a task).
+    async fn idle(db: &Db, n: usize) {
+        for _ in 0..250 {
+            if db.pool.num_idle() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{} idle connections, not {n}", db.pool.num_idle());
+    }
+
+    /// A read whose connection was cut moments ago (too recently to be checked) is made again on another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_on_a_connection_cut_meanwhile_is_made_again() {
+        let (db, url) = test_db(1).await;
+        db.max_product_id().await.expect("a first read");
+        idle(&db, 1).await;
+        let released = Instant::now();
+        assert_eq!(end_backends(&url).await, 1);
+        db.max_product_id().await.expect("the read, made again on a new connection");
+        // Else the pool's check, not the second try, would have found the connection gone.
+        assert!(released.elapsed() < CHECK_IDLE_AFTER, "the connection was idle too long to be used unchecked");
+    }
+
+    /// A write is never made twice, so it starts only on a connection that answered a check, however recently
+    /// the connection was used.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_starts_only_on_a_connection_that_answers() {
+        let (db, url) = test_db(1).await;
+        let before = db.price(1).await.expect("a first read").expect("product 1");
+        idle(&db, 1).await;
+        assert_eq!(end_backends(&url).await, 1);
+        assert!(db.set_price_without_invalidation(1, before + 1.0).await.expect("the write, on a new connection"));
+        assert_eq!(db.price(1).await.expect("a read").expect("product 1"), before + 1.0);
+    }
+
+    /// Connections idle past [`CHECK_IDLE_AFTER`] are checked before use: with every pooled connection cut, a
+    /// read still succeeds (trying it twice would meet two dead connections).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_idle_past_the_check_are_checked_first() {
+        let (db, url) = test_db(2).await;
+        {
+            let (_a, _b) = tokio::try_join!(db.pool.acquire(), db.pool.acquire()).expect("two connections");
+        }
+        idle(&db, 2).await;
+        assert_eq!(end_backends(&url).await, 2);
+        tokio::time::sleep(CHECK_IDLE_AFTER + Duration::from_millis(100)).await;
+        db.max_product_id().await.expect("a read on a connection opened after the checks failed");
+    }
+
+    /// Whatever request meets a new connection first, the reads are already prepared on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_new_connection_has_the_reads_prepared() {
+        let (db, _) = test_db(2).await;
         // Two connections at once: the first opened, and one more made for the second.
         let (mut a, mut b) = tokio::try_join!(db.pool.acquire(), db.pool.acquire()).expect("connections");
         for conn in [&mut a, &mut b] {
