@@ -12,7 +12,7 @@ BROWSER_TESTS := crates/app/tests/browser
 help:
 	@echo "make run     start throwaway PostgreSQL + Redis and the app on http://127.0.0.1:8000 (Ctrl-C stops all)"
 	@echo "make test    format check, clippy -D warnings, and every test (real PostgreSQL, Redis and Chromium)"
-	@echo "make bench   database vs cache, hit ratio, the app against reference servers, the bar (~2.5 min); writes docs/benchmarks.md"
+	@echo "make bench   database vs cache, hit ratio, the app against reference servers, the bar (~4 min); writes docs/benchmarks.md"
 	@echo "make observe make run plus redis_exporter and Prometheus with the alerting rules on http://127.0.0.1:9090"
 	@echo "make deps    install PostgreSQL, Redis and Rust components if missing (Debian/Ubuntu)"
 	@echo "make deploy  build the image where minikube runs it and deploy everything (then: make port-forward)"

@@ -17,18 +17,47 @@ use crate::report::{Calibration, RunStats};
 use crate::scenario::Runner;
 use crate::workload::{CacheMode, Distribution, Endpoint, KeySampler, SEEDED_PRODUCTS, Workload};
 
-/// Slices per subject, each [`slice_length`] long.
+/// Slices per subject in one round, each [`slice_length`] long: a round of the five calibrated runs lasts 40 s
+/// in the standard scenario, so the entries read before it (the app's TTL, 60 s by default, less its jitter)
+/// outlast it.
+pub const SLICES_PER_ROUND: u32 = 32;
+
+/// Rounds of the runs measured in turns. Before each round the app's entries are read again
+/// ([`Runner::prime`]), so no round reads an entry near its expiry.
 ///
-/// On the shared 2-core machine of docs/benchmarks.md, speed moves by ±10% and more from one slice to the next,
-/// and a share's noise falls with the square root of the slices: 8 slices left a share ±3 points apart from one
-/// run to the next, so the runs measured in turns are twice as long as a plain run, and cut in 32. Not longer:
-/// the five calibrated runs (40 s in the standard scenario) must end before the entries they read expire (the
-/// app's TTL, 60 s by default).
-pub const CALIBRATION_SLICES: u32 = 32;
+/// On the shared 2-core machine of docs/benchmarks.md, speed moves by ±10% from one slice to the next, and one
+/// slice's move tells nothing of the next's (the shares of neighbouring pairs of slices are not correlated), so
+/// a share's noise falls with the square root of the time measured. With one round of 32 slices the standard
+/// error of a share, from its slices, was 1.5–2.4 points, and a share a few points above the bar fell below it
+/// in some runs; three rounds bring it to about 1.
+pub const ROUNDS: u32 = 3;
+
+/// Slices per subject in all.
+pub const CALIBRATION_SLICES: u32 = ROUNDS * SLICES_PER_ROUND;
 
 /// One slice of a run measured in turns: a sixteenth of a plain run (0.25 s in the standard scenario).
 pub fn slice_length(run: Duration) -> Duration {
-    run / (CALIBRATION_SLICES / 2)
+    run / (SLICES_PER_ROUND / 2)
+}
+
+/// How runs measured in turns are cut: `rounds` rounds of `slices` slices per subject, each `each` long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rounds {
+    pub rounds: u32,
+    pub slices: u32,
+    pub each: Duration,
+}
+
+impl Rounds {
+    /// [`ROUNDS`] rounds of [`SLICES_PER_ROUND`] slices of [`slice_length`] for plain runs of `run`.
+    pub fn standard(run: Duration) -> Rounds {
+        Rounds { rounds: ROUNDS, slices: SLICES_PER_ROUND, each: slice_length(run) }
+    }
+
+    /// Slices per subject in all.
+    pub fn total_slices(&self) -> u32 {
+        self.rounds * self.slices
+    }
 }
 
 /// The order of the subjects in slice `slice` (0-based): forwards in even slices, backwards in odd ones
@@ -53,16 +82,22 @@ pub struct Turns {
     pub slice_requests_per_s: Vec<f64>,
 }
 
-/// Runs `subjects` subjects in `slices` slices taken in turns ([`slice_order`]): `slice(i, s)` runs slice `s`
-/// (0-based) of subject `i` and returns what it measured. Each subject's slices are summed; `None` for a subject that ran no
-/// slice (none, when `slices` and `subjects` are not zero).
+/// Runs `subjects` subjects in `rounds` rounds of `slices` slices each, taken in turns ([`slice_order`], the
+/// slices numbered on across rounds): `before_round()` runs before each round, and `slice(i, s)` runs slice `s`
+/// (0-based) of subject `i` and returns what it measured. Each subject's slices are summed; `None` for a subject
+/// that ran no slice (none, when `rounds`, `slices` and `subjects` are not zero).
 pub async fn in_turns(
     subjects: usize,
+    rounds: u32,
     slices: u32,
+    mut before_round: impl AsyncFnMut() -> anyhow::Result<()>,
     mut slice: impl AsyncFnMut(usize, u32) -> anyhow::Result<(LoadResult, Delta)>,
 ) -> anyhow::Result<Vec<Option<Turns>>> {
     let mut turns: Vec<Option<Turns>> = (0..subjects).map(|_| None).collect();
-    for s in 0..slices {
+    for s in 0..rounds * slices {
+        if s % slices == 0 {
+            before_round().await?;
+        }
         for i in slice_order(s, subjects) {
             let (result, delta) = slice(i, s).await?;
             let secs = result.elapsed.as_secs_f64();
@@ -81,19 +116,18 @@ pub async fn in_turns(
     Ok(turns)
 }
 
-/// Runs every subject for `duration` in all, in `slices` slices taken in turns, and sums each one's slices,
-/// keeping each slice's requests/s. With `redis_pid`, Redis's CPU time is read across each slice too.
+/// Runs every subject in `rounds`, taken in turns, with `before_round()` before each round, and sums each one's
+/// slices, keeping each slice's requests/s. With `redis_pid`, Redis's CPU time is read across each slice too.
 pub async fn alternate(
     subjects: &[Subject],
     concurrency: usize,
-    duration: Duration,
-    slices: u32,
+    rounds: Rounds,
     timeout: Duration,
     redis_pid: Option<u32>,
+    before_round: impl AsyncFnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<RunStats>> {
-    let slices = slices.max(1);
-    let each = duration / slices;
-    let turns = in_turns(subjects.len(), slices, async |i, _| {
+    let Rounds { rounds, slices, each } = rounds;
+    let turns = in_turns(subjects.len(), rounds, slices.max(1), before_round, async |i, _| {
         let subject = &subjects[i];
         let spec = LoadSpec {
             workload: subject.workload.clone(),
@@ -222,32 +256,26 @@ fn workload(endpoint: Endpoint, runner: &Runner, distribution: Distribution) -> 
 }
 
 /// `/healthz` against the static reference and cache hits against the Redis and lookup references, the five in
-/// turns at the plan's connections. After a flush, every product is read once through the app, so Redis holds a
-/// fresh entry of each id the load draws, which outlasts the runs; the references read those entries.
+/// turns at the plan's connections, in [`ROUNDS`] rounds. Before each round every product is read once through
+/// the app after a flush ([`Runner::prime`]), so Redis holds a fresh entry of each id the load draws, which
+/// outlasts the round; the references read those entries.
 pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Calibration> {
     let p = &runner.plan;
-    runner.app.flush().await?;
-    let products = p.keys.min(SEEDED_PRODUCTS);
-    let fill = LoadSpec {
-        workload: workload(Endpoint::Product, runner, Distribution::Sequential)?,
-        concurrency: p.concurrency.min(8),
-        duration: Duration::from_secs(30),
-        max_requests: Some(products),
-        timeout: p.timeout,
-        server_timing: true,
-    };
-    load::run(&runner.app.target, &fill, &ProgressBar::hidden()).await?;
     let redis_target = Target::local(refs.redis.addr);
     let lookup_target = Target::local(refs.lookup.addr);
-    for (name, target) in [("Redis", &redis_target), ("lookup", &lookup_target)] {
-        let first = target.request(Method::GET, &target.path("/api/products/1"), None, p.timeout).await?;
-        if !first.is_success() {
-            bail!(
-                "the {name} reference answered HTTP {} for product 1: it does not find the app's entry",
-                first.status
-            );
+    let prime = async || {
+        runner.prime().await?;
+        for (name, target) in [("Redis", &redis_target), ("lookup", &lookup_target)] {
+            let first = target.request(Method::GET, &target.path("/api/products/1"), None, p.timeout).await?;
+            if !first.is_success() {
+                bail!(
+                    "the {name} reference answered HTTP {} for product 1: it does not find the app's entry",
+                    first.status
+                );
+            }
         }
-    }
+        Ok(())
+    };
     let hits = workload(Endpoint::Product, runner, p.distribution)?;
     let health = workload(Endpoint::Healthz, runner, p.distribution)?;
     let subjects = [
@@ -271,25 +299,30 @@ pub async fn calibrate(runner: &Runner, refs: &References) -> anyhow::Result<Cal
         },
         Subject {
             label: "product hits, Redis reference".into(),
-            target: redis_target,
+            target: redis_target.clone(),
             pid: refs.redis.pid(),
             workload: hits.clone(),
         },
         Subject {
             label: "product hits, lookup reference".into(),
-            target: lookup_target,
+            target: lookup_target.clone(),
             pid: refs.lookup.pid(),
             workload: hits,
         },
     ];
     let redis_pid = local_redis_pid().await;
-    let duration = slice_length(p.duration) * CALIBRATION_SLICES;
-    let mut runs =
-        alternate(&subjects, p.concurrency, duration, CALIBRATION_SLICES, p.timeout, redis_pid).await?.into_iter();
+    let rounds = Rounds::standard(p.duration);
+    let mut runs = alternate(&subjects, p.concurrency, rounds, p.timeout, redis_pid, prime).await?.into_iter();
     match (runs.next(), runs.next(), runs.next(), runs.next(), runs.next()) {
-        (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref), Some(lookup_ref)) => {
-            Ok(Calibration { slices: CALIBRATION_SLICES, healthz, static_ref, hits, redis_ref, lookup_ref })
-        }
+        (Some(healthz), Some(static_ref), Some(hits), Some(redis_ref), Some(lookup_ref)) => Ok(Calibration {
+            slices: rounds.total_slices(),
+            rounds: rounds.rounds,
+            healthz,
+            static_ref,
+            hits,
+            redis_ref,
+            lookup_ref,
+        }),
         _ => bail!("the calibrated run returned no figures"),
     }
 }

@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "spawn_app")]
     pub app_log: Option<PathBuf>,
 
-    /// `standard`: the fixed scenario of `make bench` (about two and a half minutes); `custom`: the endpoints
+    /// `standard`: the fixed scenario of `make bench` (about four minutes); `custom`: the endpoints
     /// and options given.
     #[arg(long, value_enum, default_value_t = Scenario::Custom)]
     pub scenario: Scenario,

@@ -103,22 +103,22 @@ impl Runner {
         Ok(self.stats(label, &workload, concurrency, &result, &delta))
     }
 
-    /// Runs that are compared with each other, taken in turns: `slices` slices of `duration / slices` each, in
-    /// the order A B, B A, A B ..., so that a change in the machine's speed during the measurement weighs on
-    /// all of them alike. Each run's figures add up its slices. `Server-Timing` is not read: a run that gets it
-    /// would be charged for the load generator's reading of it against one that does not (`/healthz`).
+    /// Runs that are compared with each other, taken in turns: `rounds` rounds of slices in the order A B, B A,
+    /// A B ..., so that a change in the machine's speed during the measurement weighs on all of them alike, the
+    /// cache primed ([`Runner::prime`]) before each round. Each run's figures add up its slices.
+    /// `Server-Timing` is not read: a run that gets it would be charged for the load generator's reading of it
+    /// against one that does not (`/healthz`).
     pub async fn alternate(
         &self,
         runs: &[(&str, Workload)],
         concurrency: usize,
-        duration: Duration,
-        slices: u32,
+        rounds: crate::calibrate::Rounds,
     ) -> anyhow::Result<Vec<RunStats>> {
-        let slices = slices.max(1);
-        let each = duration / slices;
-        let turns = crate::calibrate::in_turns(runs.len(), slices, async |i, s| {
+        let (each, total) = (rounds.each, rounds.total_slices());
+        let prime = async || self.prime().await;
+        let turns = crate::calibrate::in_turns(runs.len(), rounds.rounds, rounds.slices.max(1), prime, async |i, s| {
             let (label, workload) = &runs[i];
-            let bar = self.progress(&format!("{label} {}/{slices}", s + 1), each, None);
+            let bar = self.progress(&format!("{label} {}/{total}", s + 1), each, None);
             self.slice(workload, concurrency, each, None, &bar, false).await
         })
         .await?;
@@ -132,6 +132,32 @@ impl Runner {
                 Some(stats)
             })
             .collect())
+    }
+
+    /// After a flush, every product (up to the plan's keys) read once through the app, unmeasured, so Redis (and
+    /// L1, when on) holds a fresh entry of each id the load draws: done before each round of the runs taken in
+    /// turns, so that no round reads an entry near its expiry.
+    pub async fn prime(&self) -> anyhow::Result<()> {
+        self.app.flush().await?;
+        let products = self.plan.keys.min(SEEDED_PRODUCTS);
+        let spec = LoadSpec {
+            workload: products_in_order(products, CacheMode::On)?,
+            concurrency: self.plan.concurrency.clamp(1, 8),
+            duration: Duration::from_secs(30),
+            max_requests: Some(products),
+            timeout: self.plan.timeout,
+            server_timing: false,
+        };
+        let result = load::run(&self.app.target, &spec, &ProgressBar::hidden()).await?;
+        if result.errors() > 0 || result.answered() < products {
+            anyhow::bail!(
+                "reading the {products} products to prime the cache: {} answered, {} errors{}",
+                result.answered(),
+                result.errors(),
+                result.first_error.map(|e| format!(", the first: {e}")).unwrap_or_default()
+            );
+        }
+        Ok(())
     }
 
     async fn slice(
@@ -222,15 +248,7 @@ impl Runner {
     /// id again through the cache (a hit).
     pub async fn miss_path(&self) -> anyhow::Result<MissPath> {
         let n = self.plan.keys.min(SEEDED_PRODUCTS);
-        let workload = |cache| -> anyhow::Result<Workload> {
-            Ok(Workload {
-                endpoint: Endpoint::Product,
-                cache,
-                sampler: KeySampler::new(Distribution::Sequential, n, 0.0)?,
-                write_sampler: KeySampler::new(Distribution::Sequential, n, 0.0)?,
-                write_ratio: 0.0,
-            })
-        };
+        let workload = |cache| products_in_order(n, cache);
         self.app.flush().await?;
         let pairs: Vec<(String, String)> = (1..=n)
             .map(|id| (Endpoint::Product.path(id, CacheMode::Off), Endpoint::Product.path(id, CacheMode::On)))
@@ -264,8 +282,8 @@ impl Runner {
         let product = self.workload(Endpoint::Product, CacheMode::On, 0.0)?;
         let hits = format!("{} cache", Endpoint::Product.route());
         let runs = [("GET /healthz (ceiling)", healthz), (hits.as_str(), product)];
-        let duration = crate::calibrate::slice_length(self.run_duration()) * CEILING_SLICES;
-        let mut stats = self.alternate(&runs, self.plan.concurrency, duration, CEILING_SLICES).await?;
+        let rounds = crate::calibrate::Rounds::standard(self.run_duration());
+        let mut stats = self.alternate(&runs, self.plan.concurrency, rounds).await?;
         match (stats.pop(), stats.pop()) {
             (Some(hits), Some(ceiling)) => Ok((ceiling, hits)),
             _ => anyhow::bail!("the alternating run returned no figures"),
@@ -336,10 +354,20 @@ pub async fn standard(runner: &Runner, name: &str, refs: Option<&References>) ->
 /// Connections of the lighter hit runs of the standard scenario.
 pub const BY_CONNECTIONS: &[usize] = &[4, 8, 16];
 
-/// Slices per run when the ceiling and the L1 hits are measured in turns, each
-/// [`slice_length`](crate::calibrate::slice_length) long (as many as the calibrated runs have, for the same
-/// reason).
+/// Slices per run when the ceiling and the L1 hits are measured in turns: as many as the calibrated runs have,
+/// for the same reason.
 pub const CEILING_SLICES: u32 = crate::calibrate::CALIBRATION_SLICES;
+
+/// Product ids 1..=n, each once, in order.
+fn products_in_order(n: u64, cache: CacheMode) -> anyhow::Result<Workload> {
+    Ok(Workload {
+        endpoint: Endpoint::Product,
+        cache,
+        sampler: KeySampler::new(Distribution::Sequential, n, 0.0)?,
+        write_sampler: KeySampler::new(Distribution::Sequential, n, 0.0)?,
+        write_ratio: 0.0,
+    })
+}
 
 /// The short run on a second app process (L1 on): the ceiling and product hits in turns, memory.
 pub async fn hit_path_only(runner: &Runner, name: &str) -> anyhow::Result<AppRun> {

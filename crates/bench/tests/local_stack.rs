@@ -109,17 +109,25 @@ async fn the_miss_path_sees_misses_then_hits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ceiling_and_the_hits_are_measured_in_turns() {
     let app = start_app().await;
-    let runner = Runner::new(Target::local(app.addr), Plan::quick(4, Duration::from_millis(800)));
+    let runner = Runner::new(Target::local(app.addr), Plan::quick(4, Duration::from_millis(400)));
     runner.app.wait_ready(Duration::from_secs(10)).await.expect("ready");
+    let before = runner.app.snapshot().await.expect("snapshot");
     let (ceiling, hits) = runner.ceiling_and_hits().await.expect("alternating run");
+    let after = runner.app.snapshot().await.expect("snapshot");
     assert_eq!(ceiling.endpoint, cache_demo_bench::workload::Endpoint::Healthz);
     assert_eq!(hits.endpoint, cache_demo_bench::workload::Endpoint::Product);
-    // Each run is the sum of its slices, twice the plan's 0.8 s in all: 1.6 s, not one slice.
+    // Each run is the sum of its slices: three rounds of twice the plan's 0.4 s, 2.4 s in all, not one slice.
     for r in [&ceiling, &hits] {
         assert_eq!(r.slice_requests_per_s.len(), cache_demo_bench::scenario::CEILING_SLICES as usize);
-        assert!(r.elapsed_s > 1.5 && r.elapsed_s < 3.0, "{} s", r.elapsed_s);
+        assert!(r.elapsed_s > 2.3 && r.elapsed_s < 4.0, "{} s", r.elapsed_s);
         assert!(r.requests > 20 && r.errors == 0, "{} requests, {:?}", r.requests, r.first_error);
     }
+    // Before each round the cache was flushed and every product read again from PostgreSQL, three times over
+    // (the warm-up before the first round adds its own reads; a flush resets `/api/stats`, not `/metrics`).
+    let primed = f64::from(cache_demo_bench::calibrate::ROUNDS) * cache_demo_bench::workload::SEEDED_PRODUCTS as f64;
+    let queries = after.db_queries.expect("queries") - before.db_queries.expect("queries");
+    assert!(queries >= primed, "{queries} queries");
+    assert_eq!(hits.x_cache.miss, 0, "every measured read finds a primed entry");
     assert_eq!(ceiling.x_cache.none, ceiling.requests, "/healthz has no X-Cache");
     assert_eq!(hits.x_cache.hit + hits.x_cache.miss, hits.requests);
     // The app's counters, summed over the slices, agree with what the responses said.
@@ -184,14 +192,23 @@ async fn the_calibrated_run_measures_the_app_and_its_three_references_in_turns()
     use cache_demo_bench::calibrate::{References, calibrate};
 
     let app = start_app().await;
-    let runner = Runner::new(Target::local(app.addr), Plan::quick(4, Duration::from_millis(1_000)));
+    let runner = Runner::new(Target::local(app.addr), Plan::quick(4, Duration::from_millis(400)));
     runner.app.wait_ready(Duration::from_secs(10)).await.expect("ready");
     let log = tempfile::NamedTempFile::new().expect("log file");
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cache-demo-ref"));
     let refs = References::start(binary, &app.prefix, Some(&app.redis_url), log.path()).await.expect("references");
+    let before = runner.app.snapshot().await.expect("snapshot");
     let measured = calibrate(&runner, &refs).await;
+    let after = runner.app.snapshot().await.expect("snapshot");
     refs.stop().await;
     let c = measured.expect("the calibrated run");
+    // Before each round the cache was flushed and every product read again from PostgreSQL, and nothing else
+    // missed (a flush resets `/api/stats`, not `/metrics`).
+    let rounds = cache_demo_bench::calibrate::ROUNDS;
+    let queries = after.db_queries.expect("queries") - before.db_queries.expect("queries");
+    assert_eq!(queries, f64::from(rounds) * cache_demo_bench::workload::SEEDED_PRODUCTS as f64);
+    assert_eq!(c.hits.x_cache.miss, 0);
+    assert_eq!(c.rounds, rounds);
     for (name, r) in [
         ("app /healthz", &c.healthz),
         ("static", &c.static_ref),
@@ -200,9 +217,9 @@ async fn the_calibrated_run_measures_the_app_and_its_three_references_in_turns()
         ("lookup reference", &c.lookup_ref),
     ] {
         assert!(r.requests > 20 && r.errors == 0, "{name}: {} requests, {} errors", r.requests, r.errors);
-        // Each run is the sum of its slices, twice the plan's 1 s in all: 2 s, not one slice.
+        // Each run is the sum of its slices: three rounds of twice the plan's 0.4 s, 2.4 s in all, not one slice.
         assert_eq!(r.slice_requests_per_s.len(), cache_demo_bench::calibrate::CALIBRATION_SLICES as usize);
-        assert!(r.elapsed_s > 1.9 && r.elapsed_s < 3.5, "{name}: {} s", r.elapsed_s);
+        assert!(r.elapsed_s > 2.3 && r.elapsed_s < 4.0, "{name}: {} s", r.elapsed_s);
     }
     assert_eq!(c.slices, cache_demo_bench::calibrate::CALIBRATION_SLICES);
     // The references run in processes of their own, so their CPU time is read; the app here is in-process.

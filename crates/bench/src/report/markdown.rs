@@ -324,7 +324,8 @@ impl Report {
         out.push_str("### Hit path against the HTTP ceiling, and memory\n\n");
         if self.apps.iter().any(|a| a.l1 == L1State::On) {
             out.push_str(
-                "With the L1, `/healthz` and the hits take turns in slices, and the load generator does not read \
+                "With the L1, `/healthz` and the hits take turns in slices, in rounds that each start from freshly read \
+                 entries (as the runs against the references below do), and the load generator does not read \
                  the hits' `Server-Timing` (so as not to charge its reading to them): no server time is shown.\n\n",
             );
         }
@@ -374,7 +375,9 @@ impl Report {
 
     fn render_calibration(&self, out: &mut String) {
         let Some(c) = &self.calibration else { return };
-        out.push_str(&CALIBRATION.replace("{slices}", &c.slices.to_string()));
+        out.push_str(
+            &CALIBRATION.replace("{slices}", &c.slices.to_string()).replace("{rounds}", &c.rounds.to_string()),
+        );
         let cpu = |r: &RunStats| opt(r.app_cpu_us_per_request, fmt_us);
         let p50 = |r: &RunStats| opt(r.p50(), fmt_ms);
         let p99 = |r: &RunStats| opt(r.latency.map(|l| l.p99_ms), fmt_ms);

@@ -264,7 +264,7 @@ fn calibration(hit_rps: f64, hit_p99: f64, hit_cpu: f64) -> Calibration {
     let mut lookup_ref = run(Endpoint::Product, CacheMode::On, 24_000.0, 0.95);
     lookup_ref.app_cpu_us_per_request = Some(21.0);
     lookup_ref.redis_cpu_us_per_request = Some(8.5);
-    Calibration { slices: 8, healthz, static_ref, hits, redis_ref, lookup_ref }
+    Calibration { slices: 8, rounds: 2, healthz, static_ref, hits, redis_ref, lookup_ref }
 }
 
 #[test]
@@ -279,7 +279,12 @@ fn the_l1_share_is_also_given_slice_by_slice() {
         hit.slice_requests_per_s = vec![30_000.0, 34_000.0];
         ceiling.slice_requests_per_s = vec![40_000.0, 40_000.0];
     }
-    assert_eq!(l1(&apps), "32,000 of 40,000 requests/s = 80.0% (slice by slice: 75.0%–85.0%)");
+    // Pairs of 75% and 85%: the share of their sums is 80%, and its standard error √((2,000² + 2,000²) / 2) /
+    // 40,000 = 5 points.
+    assert_eq!(
+        l1(&apps),
+        "32,000 of 40,000 requests/s = 80.0% (slice by slice: 75.0%–85.0%; standard error 5.0 points)"
+    );
 }
 
 #[test]
@@ -292,6 +297,25 @@ fn shares_slice_by_slice_pair_each_slice_with_the_one_beside_it() {
     // 90%, 88%, 70%; a slice that answered nothing has no share.
     assert_eq!(app.slice_share_range(&reference), Some((0.7, 0.9)));
     assert_eq!(markdown::fmt_share_range((0.7, 0.9)), "70.0%–90.0%");
+}
+
+#[test]
+fn a_share_has_a_standard_error_from_its_pairs_of_slices() {
+    let mut app = run(Endpoint::Product, CacheMode::On, 20_000.0, 1.0);
+    let mut reference = run(Endpoint::Product, CacheMode::On, 25_000.0, 0.9);
+    app.slice_requests_per_s = vec![18_000.0];
+    reference.slice_requests_per_s = vec![20_000.0];
+    assert_eq!(app.slice_share_error(&reference), None, "one pair tells nothing of the spread");
+    // The same share in every pair: no error, however much the machine's speed moved.
+    app.slice_requests_per_s = vec![18_000.0, 9_000.0, 27_000.0];
+    reference.slice_requests_per_s = vec![20_000.0, 10_000.0, 30_000.0];
+    assert!(app.slice_share_error(&reference).is_some_and(|e| e.abs() < 1e-12));
+    // 18/20, 22/25, 21/30 and a slice that answered nothing: R = 61/75; residuals 1,733.3, 1,666.7 and
+    // -3,400; √(17,342,222 / (3 · 2)) = 1,700.1, over the mean 25,000: 6.8 points.
+    app.slice_requests_per_s = vec![18_000.0, 22_000.0, 21_000.0, 19_000.0];
+    reference.slice_requests_per_s = vec![20_000.0, 25_000.0, 30_000.0, 0.0];
+    let e = app.slice_share_error(&reference).expect("three pairs");
+    assert!((e - 0.068_00).abs() < 1e-4, "{e}");
 }
 
 #[test]
@@ -370,6 +394,7 @@ fn the_calibration_renders_beside_the_references() {
     let md = report.to_markdown();
     assert!(md.contains("### Hit path against the least a handler can do"), "{md}");
     assert!(md.contains("take turns in 8 slices each"), "{md}");
+    assert!(md.contains("in 2 rounds: before\neach, after a flush"), "{md}");
     assert!(
         md.contains("| `GET /healthz`, static reference | 36,000 | 40,000 | 90.0% | – | 0.800 / 0.700 | 2.40 / 2.10 | 12.0 | 8.0 | 1.5× | – / – | 0 |"),
         "{md}"
@@ -393,7 +418,10 @@ fn the_calibration_renders_beside_the_references() {
     assert_eq!(hits.status, Status::NotMeasured);
     assert_eq!(hits.measured, "not judged: 0 errors from the app, 15 from the reference");
     // The bar gives the same spread beside the share it judges.
-    assert!(md.contains("18,000 of 25,000 requests/s = 72.0% (slice by slice: 68.0%–76.0%)"), "{md}");
+    assert!(
+        md.contains("18,000 of 25,000 requests/s = 72.0% (slice by slice: 68.0%–76.0%; standard error 4.0 points)"),
+        "{md}"
+    );
 }
 
 #[test]

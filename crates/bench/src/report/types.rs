@@ -116,6 +116,28 @@ impl RunStats {
         )
     }
 
+    /// The standard error of this run's share of `reference`'s requests/s, as a fraction like the share, from
+    /// the pairs of slices that ran side by side: the share of the whole run is a ratio of sums, R = Σaᵢ / Σbᵢ,
+    /// and its error (the delta method) is √(Σ(aᵢ − R·bᵢ)² / (n(n − 1))) / mean(b). It tells how far another run
+    /// on the same machine would likely move the share. `None` below two pairs.
+    pub fn slice_share_error(&self, reference: &RunStats) -> Option<f64> {
+        let pairs: Vec<(f64, f64)> = self
+            .slice_requests_per_s
+            .iter()
+            .zip(&reference.slice_requests_per_s)
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(a, b)| (*a, *b))
+            .collect();
+        let n = pairs.len() as f64;
+        if pairs.len() < 2 {
+            return None;
+        }
+        let (sum_a, sum_b) = pairs.iter().fold((0.0, 0.0), |(sa, sb), (a, b)| (sa + a, sb + b));
+        let r = sum_a / sum_b;
+        let squares: f64 = pairs.iter().map(|(a, b)| (a - r * b).powi(2)).sum();
+        ratio((squares / (n * (n - 1.0))).sqrt(), sum_b / n)
+    }
+
     pub(super) fn p50(&self) -> Option<f64> {
         self.latency.map(|l| l.p50_ms)
     }
@@ -221,8 +243,10 @@ impl AppRun {
 /// The app against the references of `cache-demo-ref`, measured in turns in the same run (L1 off).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Calibration {
-    /// Slices each of the five runs was cut into.
+    /// Slices each of the five runs was cut into, in all.
     pub slices: u32,
+    /// Rounds those slices came in, the cache primed before each.
+    pub rounds: u32,
     /// The app's `/healthz`.
     pub healthz: RunStats,
     /// The same request to the static reference.
