@@ -232,7 +232,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
             let desc = format!("{} (`{}`)", app_version(binary), binary.display());
             let build = format!("app {}, bench {bench_build}", build_profile(binary));
             let target = "the app started by the bench on 127.0.0.1; PostgreSQL and Redis on this machine";
-            (m, target.to_owned(), desc, build, git_commit())
+            (m, target.to_owned(), desc, build, commit_of(binary))
         }
         None => {
             let target = Target::resolve(&args.url).await?;
@@ -458,6 +458,17 @@ pub fn cpu_model(cpuinfo: &str) -> Option<String> {
     info.model_name(0).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+/// The working directory's commit ([`git_commit`]) when `binary` lies inside its repository (a build of it, such
+/// as `target/release/cache-demo`); `None` for a binary from elsewhere, whose commit the bench cannot know.
+fn commit_of(binary: &Path) -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "--show-toplevel"]).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let top = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).canonicalize().ok()?;
+    if binary.canonicalize().ok()?.starts_with(top) { git_commit() } else { None }
+}
+
 /// `git rev-parse --short HEAD` of the working directory, marked when there are uncommitted changes.
 fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
@@ -476,6 +487,14 @@ fn git_commit() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_build_inside_the_repository_is_labelled_with_its_commit() {
+        let outside = tempfile::NamedTempFile::new().expect("a file outside the repository");
+        assert_eq!(commit_of(outside.path()), None, "a copied binary's commit is unknown");
+        let inside = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        assert_eq!(commit_of(&inside), git_commit());
+    }
 
     #[test]
     fn durations_parse_with_units() {
