@@ -29,7 +29,7 @@ pub const SLICES_PER_ROUND: u32 = 32;
 /// slice's move tells nothing of the next's (the shares of neighbouring pairs of slices are not correlated), so
 /// a share's noise falls with the square root of the time measured. With one round of 32 slices the standard
 /// error of a share, from its slices, was 1.5–2.4 points, and a share a few points above the bar fell below it
-/// in some runs; three rounds bring it to about 1.
+/// in some runs; with three rounds it was 1.0–1.6.
 pub const ROUNDS: u32 = 3;
 
 /// Slices per subject in all.
@@ -83,7 +83,7 @@ pub struct Turns {
 }
 
 /// Runs `subjects` subjects in `rounds` rounds of `slices` slices each, taken in turns ([`slice_order`], the
-/// slices numbered on across rounds): `before_round()` runs before each round, and `slice(i, s)` runs slice `s`
+/// slices numbered across rounds): `before_round()` runs before each round, and `slice(i, s)` runs slice `s`
 /// (0-based) of subject `i` and returns what it measured. Each subject's slices are summed; `None` for a subject
 /// that ran no slice (none, when `rounds`, `slices` and `subjects` are not zero).
 pub async fn in_turns(
