@@ -169,8 +169,8 @@ fn fmt_mb_whole(bytes: f64) -> String {
 }
 
 /// ` (slice by slice: 75.0%–85.0%; standard error 1.2 points)`: how far the machine's changes of speed moved
-/// `app`'s share of `reference` within the run, and how far they would likely move it from one run to the next;
-/// empty for runs not cut in slices.
+/// `app`'s share of `reference` within the run, and the error that scatter leaves in the share; empty for runs
+/// not cut in slices.
 fn slice_spread(app: &RunStats, reference: &RunStats) -> String {
     let Some(range) = app.slice_share_range(reference) else { return String::new() };
     match app.slice_share_error(reference) {

@@ -118,8 +118,9 @@ impl RunStats {
 
     /// The standard error of this run's share of `reference`'s requests/s, as a fraction like the share, from
     /// the pairs of slices that ran side by side: the share of the whole run is a ratio of sums, R = Σaᵢ / Σbᵢ,
-    /// and its error (the delta method) is √(Σ(aᵢ − R·bᵢ)² / (n(n − 1))) / mean(b). It tells how far another run
-    /// on the same machine would likely move the share. `None` below two pairs.
+    /// and its error (the delta method) is √(Σ(aᵢ − R·bᵢ)² / (n(n − 1))) / mean(b). It counts only the scatter of
+    /// the slices within the run: what moves a whole run or round (the machine's state over tens of seconds) is
+    /// not in it. `None` below two pairs.
     pub fn slice_share_error(&self, reference: &RunStats) -> Option<f64> {
         let pairs: Vec<(f64, f64)> = self
             .slice_requests_per_s
