@@ -2,6 +2,7 @@
 //!
 //! Prices and averages are read as `float8` so they are JSON numbers; timestamps as RFC 3339 text in UTC.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -238,6 +239,39 @@ pub const MAX_DELAY: Duration = Duration::from_secs(1);
 /// another connection ([`Db::read`]); a write checks its connection whatever its idle time ([`Db::write`]).
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
+tokio::task_local! {
+    /// Connections a read has finished with, in a task run by [`return_connections_when_yielding`].
+    static RETURN_WHEN_YIELDING: RefCell<Vec<PoolConnection<Postgres>>>;
+}
+
+/// Runs `task`, an HTTP connection's, so that the pooled connections its reads finish with go back to the pool
+/// each time it yields, instead of as each read ends.
+///
+/// A pooled connection goes back to the pool through a task that sqlx spawns when it is dropped. On a miss that
+/// is the second task the request schedules before its response, after the Redis connection's (the queued fill),
+/// and tokio wakes a parked worker for a second one: a system call of 15–25 µs on the miss's path, measured in
+/// docs/benchmarks.md ("Where the time goes on a miss"). Held until the task yields, which for a response that
+/// fits the socket's buffer is after it is written, the connection is dropped once that response has left.
+/// Outside such a task (background work, tests) a read drops its connection at once.
+pub async fn return_connections_when_yielding<F: Future>(task: F) -> F::Output {
+    let mut task = std::pin::pin!(task);
+    std::future::poll_fn(|cx| {
+        let (polled, finished) = RETURN_WHEN_YIELDING.sync_scope(RefCell::default(), || {
+            let polled = task.as_mut().poll(cx);
+            (polled, RETURN_WHEN_YIELDING.with(RefCell::take))
+        });
+        drop(finished);
+        polled
+    })
+    .await
+}
+
+/// Hands `conn` to the task's [`return_connections_when_yielding`], or drops it at once outside one.
+fn return_when_yielding(conn: PoolConnection<Postgres>) {
+    let mut conn = Some(conn);
+    let _ = RETURN_WHEN_YIELDING.try_with(|held| held.borrow_mut().extend(conn.take()));
+}
+
 pub struct DbOptions {
     pub url: String,
     pub pool_size: u32,
@@ -320,17 +354,26 @@ impl Db {
 
     /// A read under [`Db::timed`], made once more on another connection when its connection turned out to be
     /// gone. A read changes nothing, so making it twice is safe; a write is never repeated.
-    async fn read<T, Fut>(&self, query: &'static str, run: impl Fn() -> Fut) -> Result<T>
-    where
-        Fut: Future<Output = Result<T, sqlx::Error>>,
-    {
+    async fn read<T>(
+        &self,
+        query: &'static str,
+        run: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, sqlx::Error> + Clone,
+    ) -> Result<T> {
         self.timed(query, async {
-            match run().await {
-                Err(e) if connection_lost(&e) => {
-                    tracing::info!(query, error = %e, "database connection lost: reading again on another");
-                    run().await
+            let mut tries = 2;
+            loop {
+                let mut conn = self.pool.acquire().await?;
+                match run.clone()(&mut conn).await {
+                    Ok(read) => {
+                        return_when_yielding(conn);
+                        return Ok(read);
+                    }
+                    Err(e) if connection_lost(&e) && tries > 1 => {
+                        tracing::info!(query, error = %e, "database connection lost: reading again on another");
+                        tries -= 1;
+                    }
+                    Err(e) => return Err(e),
                 }
-                done => done,
             }
         })
         .await
@@ -385,27 +428,28 @@ impl Db {
     }
 
     pub async fn category_stats(&self) -> Result<Vec<CategoryStats>> {
-        self.read("category_stats", || sqlx::query_as(CATEGORY_STATS).fetch_all(&self.pool)).await
+        self.read("category_stats", async |c| sqlx::query_as(CATEGORY_STATS).fetch_all(c).await).await
     }
 
     /// Case-insensitive search of name and description; `term` is matched literally (no wildcards).
     /// An empty term lists products by name.
     pub async fn search_products(&self, term: &str, limit: u32) -> Result<Vec<ProductSummary>> {
         let pattern = format!("%{}%", escape_like(term));
-        self.read("search_products", || {
-            sqlx::query_as(SEARCH).bind(term).bind(pattern.as_str()).bind(i64::from(limit)).fetch_all(&self.pool)
+        self.read("search_products", async |c| {
+            sqlx::query_as(SEARCH).bind(term).bind(pattern.as_str()).bind(i64::from(limit)).fetch_all(c).await
         })
         .await
     }
 
     pub async fn top_products(&self, limit: u32) -> Result<Vec<TopProduct>> {
-        self.read("top_products", || sqlx::query_as(TOP_PRODUCTS).bind(i64::from(limit)).fetch_all(&self.pool)).await
+        self.read("top_products", async |c| sqlx::query_as(TOP_PRODUCTS).bind(i64::from(limit)).fetch_all(c).await)
+            .await
     }
 
     pub async fn product(&self, id: i32) -> Result<Option<ProductDetail>> {
         let row: Option<ProductDetailRow> = self
-            .read("product", || {
-                sqlx::query_as(sqlx::AssertSqlSafe(PRODUCT_DETAIL.as_str())).bind(id).fetch_optional(&self.pool)
+            .read("product", async |c| {
+                sqlx::query_as(sqlx::AssertSqlSafe(PRODUCT_DETAIL.as_str())).bind(id).fetch_optional(c).await
             })
             .await?;
         Ok(row.map(|r| ProductDetail {
@@ -453,8 +497,8 @@ impl Db {
 
     /// A product's price; `None` when there is no such product.
     pub async fn price(&self, id: i32) -> Result<Option<f64>> {
-        self.read("price", || {
-            sqlx::query_scalar("SELECT price::float8 FROM products WHERE id = $1").bind(id).fetch_optional(&self.pool)
+        self.read("price", async |c| {
+            sqlx::query_scalar("SELECT price::float8 FROM products WHERE id = $1").bind(id).fetch_optional(c).await
         })
         .await
     }
@@ -476,8 +520,8 @@ impl Db {
 
     /// The highest product id (the uniform load draws ids up to it); 0 for an empty catalogue.
     pub async fn max_product_id(&self) -> Result<i32> {
-        self.read("max_product_id", || {
-            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM products").fetch_one(&self.pool)
+        self.read("max_product_id", async |c| {
+            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM products").fetch_one(c).await
         })
         .await
     }
@@ -575,6 +619,31 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("{} idle connections, not {n}", db.pool.num_idle());
+    }
+
+    /// How many connections the running task holds for [`return_connections_when_yielding`].
+    fn held() -> usize {
+        RETURN_WHEN_YIELDING.with(|held| held.borrow().len())
+    }
+
+    /// In an HTTP connection's task, a read keeps its connection until the task yields, and the task's next read
+    /// gets it back then: with a pool of one, the second read could not start otherwise.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_task_returns_its_reads_connections_when_it_yields() {
+        let (db, _url) = test_db(1).await;
+        return_connections_when_yielding(async {
+            db.max_product_id().await.expect("a first read");
+            assert_eq!(held(), 1, "the read's connection is held until the task yields");
+            assert_eq!(db.pool.num_idle(), 0);
+            db.max_product_id().await.expect("a second read, on the connection returned meanwhile");
+            assert_eq!(held(), 1);
+        })
+        .await;
+        idle(&db, 1).await;
+        // Outside such a task a read returns its connection at once.
+        db.max_product_id().await.expect("a read");
+        assert!(RETURN_WHEN_YIELDING.try_with(|_| ()).is_err());
+        idle(&db, 1).await;
     }
 
     /// A read whose connection was cut moments ago (too recently to be checked) is made again on another.

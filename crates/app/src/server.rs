@@ -64,8 +64,9 @@ pub async fn run(
         let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.for_connection()));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            // Errors here are the client's (reset, header timeout, malformed request): nothing to report.
-            let _ = connection.await;
+            // Errors here are the client's (reset, header timeout, malformed request): nothing to report. The
+            // database connections of its reads go back to the pool once a response is written, not before.
+            let _ = crate::db::return_connections_when_yielding(connection).await;
             drop(permit);
         });
     }
