@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use prometheus::Histogram;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, RedisError, RedisResult};
+use strum::{EnumCount, EnumIter, IntoStaticStr};
 use tokio::sync::OnceCell;
 
 use super::breaker::{Breaker, BreakerConfig, Permit, State};
@@ -26,8 +27,10 @@ pub enum CacheError {
     Redis(#[from] RedisError),
 }
 
-/// The Redis operations the app runs, each timed as `redis_command_duration_seconds{command}` under its label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The Redis operations the app runs, each timed as `redis_command_duration_seconds{command}` under its label,
+/// the variant's name in snake case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter, IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Command {
     Lookup,
     Claim,
@@ -53,58 +56,9 @@ pub enum Command {
 }
 
 impl Command {
-    pub const COUNT: usize = 21;
-
-    #[cfg(test)]
-    const ALL: [Command; Command::COUNT] = [
-        Command::Lookup,
-        Command::Claim,
-        Command::Fill,
-        Command::FillQueued,
-        Command::ForgetGeneration,
-        Command::Lock,
-        Command::Unlock,
-        Command::Get,
-        Command::Invalidate,
-        Command::Publish,
-        Command::Peek,
-        Command::ConfigGet,
-        Command::ConfigSet,
-        Command::Exchange,
-        Command::Hdel,
-        Command::Set,
-        Command::Scan,
-        Command::Ttl,
-        Command::Unlink,
-        Command::Info,
-        Command::Ping,
-    ];
-
     /// The `command` label.
     pub fn label(self) -> &'static str {
-        match self {
-            Command::Lookup => "lookup",
-            Command::Claim => "claim",
-            Command::Fill => "fill",
-            Command::FillQueued => "fill_queued",
-            Command::ForgetGeneration => "forget_generation",
-            Command::Lock => "lock",
-            Command::Unlock => "unlock",
-            Command::Get => "get",
-            Command::Invalidate => "invalidate",
-            Command::Publish => "publish",
-            Command::Peek => "peek",
-            Command::ConfigGet => "config_get",
-            Command::ConfigSet => "config_set",
-            Command::Exchange => "exchange",
-            Command::Hdel => "hdel",
-            Command::Set => "set",
-            Command::Scan => "scan",
-            Command::Ttl => "ttl",
-            Command::Unlink => "unlink",
-            Command::Info => "info",
-            Command::Ping => "ping",
-        }
+        self.into()
     }
 }
 
@@ -317,16 +271,20 @@ async fn connect_loop(this: Weak<RedisClient>, client: Client, timeout: Duration
 
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
 
     #[test]
     fn each_command_has_its_own_slot_and_label() {
         let mut labels = std::collections::HashSet::new();
-        for (i, command) in Command::ALL.into_iter().enumerate() {
+        for (i, command) in Command::iter().enumerate() {
             assert_eq!(command as usize, i, "{command:?}");
             assert!(labels.insert(command.label()), "label {} twice", command.label());
         }
         assert_eq!(labels.len(), Command::COUNT);
+        assert_eq!(Command::FillQueued.label(), "fill_queued");
+        assert_eq!(Command::ForgetGeneration.label(), "forget_generation");
     }
 
     #[tokio::test]
