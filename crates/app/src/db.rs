@@ -362,17 +362,23 @@ impl Db {
         self.timed(query, async {
             let mut tries = 2;
             loop {
-                let mut conn = self.pool.acquire().await?;
-                match run.clone()(&mut conn).await {
-                    Ok(read) => {
-                        return_when_yielding(conn);
-                        return Ok(read);
+                tries -= 1;
+                let read = match self.pool.acquire().await {
+                    Ok(mut conn) => {
+                        let read = run.clone()(&mut conn).await;
+                        // A connection whose read failed is dropped at once: sqlx then checks it, or closes it.
+                        if read.is_ok() {
+                            return_when_yielding(conn);
+                        }
+                        read
                     }
-                    Err(e) if connection_lost(&e) && tries > 1 => {
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Err(e) if connection_lost(&e) && tries > 0 => {
                         tracing::info!(query, error = %e, "database connection lost: reading again on another");
-                        tries -= 1;
                     }
-                    Err(e) => return Err(e),
+                    done => return done,
                 }
             }
         })
