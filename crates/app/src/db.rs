@@ -247,12 +247,13 @@ tokio::task_local! {
 /// Runs `task`, an HTTP connection's, so that the pooled connections its reads finish with go back to the pool
 /// each time it yields, instead of as each read ends.
 ///
-/// A pooled connection goes back to the pool through a task that sqlx spawns when it is dropped. On a miss that
-/// is the second task the request schedules before its response, after the Redis connection's (the queued fill),
-/// and tokio wakes a parked worker for a second one: a system call of 15–25 µs on the miss's path, measured in
+/// A pooled connection goes back to the pool through a task that sqlx spawns when it is dropped. On a miss, that
+/// task and the Redis connection's (woken for the queued fill) were two tasks scheduled before the response, and
+/// tokio wakes a parked worker for a second one: a system call of 15–25 µs on the miss's path, measured in
 /// docs/benchmarks.md ("Where the time goes on a miss"). Held until the task yields, which for a response that
-/// fits the socket's buffer is after it is written, the connection is dropped once that response has left.
-/// Outside such a task (background work, tests) a read drops its connection at once.
+/// fits the socket's buffer is after it is written, the connection is dropped once that response has left, and
+/// the wake, still made, comes after it. Outside such a task (background work, writes, tests) a read drops its
+/// connection at once.
 pub async fn return_connections_when_yielding<F: Future>(task: F) -> F::Output {
     let mut task = std::pin::pin!(task);
     std::future::poll_fn(|cx| {
