@@ -2,7 +2,7 @@
 //!
 //! Prices and averages are read as `float8` so they are JSON numbers; timestamps as RFC 3339 text in UTC.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -239,9 +239,19 @@ pub const MAX_DELAY: Duration = Duration::from_secs(1);
 /// another connection ([`Db::read`]); a write checks its connection whatever its idle time ([`Db::write`]).
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
-tokio::task_local! {
-    /// Connections a read has finished with, in a task run by [`return_connections_when_yielding`].
-    static RETURN_WHEN_YIELDING: RefCell<Vec<PoolConnection<Postgres>>>;
+/// Where the thread stands with [`return_connections_when_yielding`]: not in one of its polls, in one, or in one
+/// that holds connections. A thread polls one task at a time, so what a read finds here belongs to its own task.
+const NOT_COLLECTING: u8 = 0;
+const COLLECTING: u8 = 1;
+const HOLDING: u8 = 2;
+
+thread_local! {
+    /// Plain thread-locals, set around each poll: tokio's task-locals cost several times more, and this runs on
+    /// every poll of every connection. The state is a `Cell` without a destructor, so the hit path, which holds
+    /// nothing, reads and writes it alone.
+    static STATE: Cell<u8> = const { Cell::new(NOT_COLLECTING) };
+    /// The connections held in the current poll.
+    static HELD: RefCell<Vec<PoolConnection<Postgres>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `task`, an HTTP connection's, so that the pooled connections its reads finish with go back to the pool
@@ -257,20 +267,34 @@ tokio::task_local! {
 pub async fn return_connections_when_yielding<F: Future>(task: F) -> F::Output {
     let mut task = std::pin::pin!(task);
     std::future::poll_fn(|cx| {
-        let (polled, finished) = RETURN_WHEN_YIELDING.sync_scope(RefCell::default(), || {
-            let polled = task.as_mut().poll(cx);
-            (polled, RETURN_WHEN_YIELDING.with(RefCell::take))
-        });
-        drop(finished);
-        polled
+        STATE.set(COLLECTING);
+        let _returned = ReturnHeld;
+        task.as_mut().poll(cx)
     })
     .await
 }
 
+/// Ends a poll of [`return_connections_when_yielding`]: drops the connections held, also when the poll panicked.
+struct ReturnHeld;
+
+impl Drop for ReturnHeld {
+    fn drop(&mut self) {
+        if STATE.replace(NOT_COLLECTING) == HOLDING {
+            let held = HELD.try_with(|held| std::mem::take(&mut *held.borrow_mut()));
+            drop(held);
+        }
+    }
+}
+
 /// Hands `conn` to the task's [`return_connections_when_yielding`], or drops it at once outside one.
 fn return_when_yielding(conn: PoolConnection<Postgres>) {
-    let mut conn = Some(conn);
-    let _ = RETURN_WHEN_YIELDING.try_with(|held| held.borrow_mut().extend(conn.take()));
+    if STATE.get() == NOT_COLLECTING {
+        return;
+    }
+    // Were the thread-local gone (the thread ending), the closure and the connection in it are dropped.
+    if HELD.try_with(move |held| held.borrow_mut().push(conn)).is_ok() {
+        STATE.set(HOLDING);
+    }
 }
 
 pub struct DbOptions {
@@ -630,7 +654,7 @@ mod tests {
 
     /// How many connections the running task holds for [`return_connections_when_yielding`].
     fn held() -> usize {
-        RETURN_WHEN_YIELDING.with(|held| held.borrow().len())
+        HELD.with(|held| held.borrow().len())
     }
 
     /// In an HTTP connection's task, a read keeps its connection until the task yields, and the task's next read
@@ -649,7 +673,7 @@ mod tests {
         idle(&db, 1).await;
         // Outside such a task a read returns its connection at once.
         db.max_product_id().await.expect("a read");
-        assert!(RETURN_WHEN_YIELDING.try_with(|_| ()).is_err());
+        assert_eq!((STATE.get(), held()), (NOT_COLLECTING, 0), "nothing is held outside such a task");
         idle(&db, 1).await;
     }
 
